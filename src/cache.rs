@@ -1,0 +1,227 @@
+//! The tokenKey cache: moka in front of the store.
+//!
+//! Per user it holds what a decision needs: the current role, the organisation
+//! and the verification key derived from the current tokenKey, so a cache hit
+//! does no store I/O and no key derivation. The role used for a decision always
+//! comes from here (or the store), never from a token claim.
+//!
+//! Staleness is bounded three ways: local writes invalidate the entry at once,
+//! replicas invalidate on change notifications, and a TTL bounds what a lost
+//! notification can cost. Unknown key ids are cached as negative answers
+//! (bounded in count, short-lived, dropped when a user with that id is created)
+//! so a flood of made-up `kid`s does not become a flood of store queries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+use moka::sync::Cache;
+
+use crate::store::{key_hash, SharedStore, StoreError, User};
+use crate::token::derive_secret;
+
+/// What the request path knows about a user.
+pub struct CachedUser {
+    pub id: Arc<str>,
+    pub org: Arc<str>,
+    pub role: Arc<str>,
+    pub key: DecodingKey,
+}
+
+/// What the request path knows about an organisation key.
+#[derive(Debug, Clone)]
+pub struct CachedKey {
+    pub org: Arc<str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    pub capacity: u64,
+    pub negative_ttl: Duration,
+    pub negative_capacity: u64,
+}
+
+#[derive(Clone)]
+pub struct PrincipalCache {
+    users: Cache<Arc<str>, Arc<CachedUser>>,
+    /// Key ids known not to name a user: bounded apart from `users`, so a flood
+    /// of made-up ids cannot evict real entries.
+    unknown_users: Cache<Arc<str>, ()>,
+    api_keys: Cache<[u8; 32], Option<CachedKey>>,
+    player_keys: Cache<Arc<str>, Option<CachedKey>>,
+    store: SharedStore,
+    master: Arc<[u8]>,
+    settings: CacheSettings,
+}
+
+/// Result of a lookup through the cache.
+pub struct Lookup<T> {
+    pub value: Option<T>,
+    pub hit: bool,
+}
+
+impl PrincipalCache {
+    pub fn new(store: SharedStore, master: Arc<[u8]>, settings: CacheSettings) -> Self {
+        // Key lookups cache `None` too, with the (shorter) negative lifetime.
+        let expiry = NegativeExpiry {
+            positive: settings.ttl,
+            negative: settings.negative_ttl,
+        };
+        PrincipalCache {
+            users: Cache::builder()
+                .max_capacity(settings.capacity)
+                .time_to_live(settings.ttl)
+                .build(),
+            unknown_users: Cache::builder()
+                .max_capacity(settings.negative_capacity)
+                .time_to_live(settings.negative_ttl)
+                .build(),
+            api_keys: Cache::builder()
+                .max_capacity(1024)
+                .expire_after(expiry)
+                .build(),
+            player_keys: Cache::builder()
+                .max_capacity(1024)
+                .expire_after(expiry)
+                .build(),
+            store,
+            master,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> CacheSettings {
+        self.settings
+    }
+
+    fn entry(&self, u: &User) -> Arc<CachedUser> {
+        let secret = derive_secret(&self.master, &u.id, &u.token_key);
+        Arc::new(CachedUser {
+            id: Arc::from(u.id.as_str()),
+            org: Arc::from(u.org_id.as_str()),
+            role: Arc::from(u.role.as_str()),
+            key: DecodingKey::from_secret(&secret),
+        })
+    }
+
+    /// The user a token's `kid` names. `None`: no such user (possibly a cached answer).
+    pub async fn user(&self, id: &str) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
+        if let Some(v) = self.users.get(id) {
+            return Ok(Lookup {
+                value: Some(v),
+                hit: true,
+            });
+        }
+        if self.unknown_users.contains_key(id) {
+            return Ok(Lookup {
+                value: None,
+                hit: true,
+            });
+        }
+        match self.store.user(id).await? {
+            Some(u) => {
+                let entry = self.entry(&u);
+                self.users.insert(entry.id.clone(), entry.clone());
+                Ok(Lookup {
+                    value: Some(entry),
+                    hit: false,
+                })
+            }
+            None => {
+                self.unknown_users.insert(Arc::from(id), ());
+                Ok(Lookup {
+                    value: None,
+                    hit: false,
+                })
+            }
+        }
+    }
+
+    /// The organisation an API key belongs to.
+    pub async fn api_key(&self, key: &str) -> Result<Lookup<CachedKey>, StoreError> {
+        let hash = key_hash(key);
+        if let Some(v) = self.api_keys.get(&hash) {
+            return Ok(Lookup {
+                value: v,
+                hit: true,
+            });
+        }
+        let value = self
+            .store
+            .org_by_api_key_hash(&hash)
+            .await?
+            .map(|o| CachedKey {
+                org: Arc::from(o.id.as_str()),
+            });
+        self.api_keys.insert(hash, value.clone());
+        Ok(Lookup { value, hit: false })
+    }
+
+    /// The organisation a player key belongs to.
+    pub async fn player_key(&self, key: &str) -> Result<Lookup<CachedKey>, StoreError> {
+        if let Some(v) = self.player_keys.get(key) {
+            return Ok(Lookup {
+                value: v,
+                hit: true,
+            });
+        }
+        let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
+            org: Arc::from(o.id.as_str()),
+        });
+        self.player_keys.insert(Arc::from(key), value.clone());
+        Ok(Lookup { value, hit: false })
+    }
+
+    /// Drop what is cached for a user (after a change to them, or their creation,
+    /// which must also clear a cached "unknown").
+    pub fn invalidate_user(&self, id: &str) {
+        self.users.invalidate(id);
+        self.unknown_users.invalidate(id);
+    }
+
+    /// Drop every cached organisation key (after a rotation). Keys are looked
+    /// up by hash, so the old key's entry cannot be named directly.
+    pub fn invalidate_keys(&self) {
+        self.api_keys.invalidate_all();
+        self.player_keys.invalidate_all();
+    }
+
+    /// Drop everything (a replica that may have missed notifications).
+    pub fn clear(&self) {
+        self.users.invalidate_all();
+        self.unknown_users.invalidate_all();
+        self.invalidate_keys();
+    }
+
+    /// Entries currently cached (approximate; for metrics).
+    pub fn len(&self) -> u64 {
+        self.users.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Positive entries live for the TTL, negative ones for the negative TTL.
+#[derive(Clone, Copy)]
+struct NegativeExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl<K, T> moka::Expiry<K, Option<T>> for NegativeExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &K,
+        value: &Option<T>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}

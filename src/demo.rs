@@ -1,0 +1,228 @@
+//! `rolegate demo`: everything a newcomer needs to see allow and deny within a
+//! minute. It starts an example stream API on loopback, rolegate in front of it
+//! on a throwaway SQLite file, creates one organisation with one user per role,
+//! and prints their tokens and curl lines to paste.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::app::{self, AppState};
+use crate::cli::DemoArgs;
+use crate::config::{Overrides, Settings};
+use crate::store::NewUser;
+
+type Streams = Arc<Mutex<HashMap<String, Vec<Value>>>>;
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// The example stream API: streams per organisation (taken from the identity
+/// headers rolegate sets), in memory.
+async fn example_api(streams: Streams, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let org = header("x-rolegate-org-id");
+    let caller = json!({"user": header("x-rolegate-user-id"), "role": header("x-rolegate-role"), "org": org});
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut all = match streams.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let list = all.entry(org).or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["stream"]) => {
+            reply(StatusCode::OK, json!({"data": list, "caller": caller}))
+        }
+        (&Method::POST, ["stream"]) => {
+            let req_body: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+            let s = json!({
+                "id": format!("stream-{}", list.len() + 1),
+                "state": "created",
+                "tags": req_body.get("tags").cloned().unwrap_or(json!([])),
+            });
+            list.push(s.clone());
+            reply(StatusCode::CREATED, json!({"data": s, "caller": caller}))
+        }
+        (&Method::GET, ["stream", id]) => match list.iter().find(|s| s["id"] == *id) {
+            Some(s) => reply(StatusCode::OK, json!({"data": s, "caller": caller})),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": 3404, "message": "Stream not found"}}),
+            ),
+        },
+        (&Method::DELETE, ["stream", id]) => {
+            let before = list.len();
+            list.retain(|s| s["id"] != *id);
+            if list.len() < before {
+                reply(
+                    StatusCode::OK,
+                    json!({"data": {"id": id, "state": "deleted"}, "caller": caller}),
+                )
+            } else {
+                reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": {"code": 3404, "message": "Stream not found"}}),
+                )
+            }
+        }
+        _ => reply(
+            StatusCode::OK,
+            json!({"data": null, "method": method.as_str(), "path": path, "caller": caller}),
+        ),
+    }
+}
+
+/// Serve the example stream API on `listener` until the task is dropped.
+pub async fn serve_example_api(listener: TcpListener) {
+    let streams: Streams = Arc::default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let streams = streams.clone();
+                async move { Ok::<_, Infallible>(example_api(streams, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("rolegate demo: {msg}");
+    ExitCode::FAILURE
+}
+
+pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, ExitCode> {
+    crate::telemetry::init();
+    let upstream = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+    let upstream_addr: SocketAddr = upstream.local_addr().map_err(fail)?;
+    tokio::spawn(serve_example_api(upstream));
+
+    let dir = std::env::temp_dir().join(format!("rolegate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let secret_file = dir.join("master.secret");
+    let secret = hex::encode(crate::store::random_key());
+    std::fs::write(&secret_file, &secret).map_err(fail)?;
+
+    let mut o = overrides.clone();
+    o.upstream = Some(format!("http://{upstream_addr}"));
+    o.store = Some(dir.join("rolegate.db").display().to_string());
+    o.master_secret_file = Some(secret_file);
+    let settings = Settings::resolve(&o, &crate::config::ProcessEnv, true).map_err(|e| {
+        eprintln!("rolegate demo: {e}\n(run the demo from the repository root, where policies/ and schema/ are)");
+        ExitCode::from(crate::cli::EXIT_CONFIG)
+    })?;
+
+    let state = AppState::build(settings.clone()).await.map_err(fail)?;
+    let org = state.store.create_org("demo").await.map_err(fail)?;
+    let mut tokens = Vec::new();
+    for (role, email) in [
+        ("nanoAdmin", "admin@demo.example"),
+        ("nanoUser", "operator@demo.example"),
+        ("nanoReadOnly", "observer@demo.example"),
+    ] {
+        let user = state
+            .store
+            .create_user(NewUser {
+                org_id: org.org.id.clone(),
+                email: email.to_owned(),
+                role: role.to_owned(),
+                password_hash: None,
+            })
+            .await
+            .map_err(fail)?;
+        let token = crate::bootstrap::mint_for(&settings, &user).map_err(fail)?;
+        tokens.push((role, email, user.id, token));
+    }
+    let running = app::start(state).await.map_err(fail)?;
+    let base = format!("http://{}", running.data_addr);
+    let token_of = |role: &str| {
+        tokens
+            .iter()
+            .find(|t| t.0 == role)
+            .map(|t| t.3.clone())
+            .unwrap_or_default()
+    };
+
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nrolegate demo is running\n  sidecar:        {base}\n  ops:            http://{}  (/ready /metrics /status)\n  example API:    http://{upstream_addr}  (the upstream)\n  store:          {}\n\n",
+        running.ops_addr,
+        dir.join("rolegate.db").display()
+    ));
+    out.push_str("Users of organisation `demo`:\n");
+    for (role, email, id, _) in &tokens {
+        out.push_str(&format!("  {role:<13} {email:<24} {id}\n"));
+    }
+    out.push_str(&format!(
+        "\nOrganisation API key (acts as nanoAdmin): {}\n\n",
+        org.api_key
+    ));
+    out.push_str("Paste these:\n\n");
+    out.push_str(&format!(
+        "  export ADMIN='{}'\n  export OPERATOR='{}'\n  export OBSERVER='{}'\n\n",
+        token_of("nanoAdmin"),
+        token_of("nanoUser"),
+        token_of("nanoReadOnly")
+    ));
+    out.push_str(&format!(
+        "  # allow: the operator creates a stream (201)\n  curl -i -X POST -H \"X-BINTU-TOKEN: $OPERATOR\" -d '{{\"tags\":[\"demo\"]}}' {base}/stream\n\n\
+         # allow: the observer lists streams (200)\n  curl -i -H \"X-BINTU-TOKEN: $OBSERVER\" {base}/stream\n\n\
+         # deny: the observer may not delete a stream (403, code 2001)\n  curl -i -X DELETE -H \"X-BINTU-TOKEN: $OBSERVER\" {base}/stream/stream-1\n\n\
+         # deny: the operator may not either (stop/lock/delete are nanoAdmin only)\n  curl -i -X DELETE -H \"X-BINTU-TOKEN: $OPERATOR\" {base}/stream/stream-1\n\n\
+         # allow: the admin may (200)\n  curl -i -X DELETE -H \"Authorization: Bearer $ADMIN\" {base}/stream/stream-1\n\n\
+         # no credential: 401\n  curl -i {base}/stream\n\n"
+    ));
+    out.push_str("Press Ctrl-C to stop.\n");
+    println!("{out}");
+
+    match args.exit_after {
+        Some(secs) => {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
+                _ = crate::bootstrap::wait_for_signal() => {}
+            }
+        }
+        None => crate::bootstrap::wait_for_signal().await,
+    }
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,151 @@
+//! The one mapping from failures to HTTP responses.
+//!
+//! Every module has its own error enum; the request path converts each into
+//! [`ApiError`], and [`ApiError::into_response`] is the only place that picks a
+//! status code and body. Bodies use the platform's shape
+//! `{"error":{"code":…,"message":…,"userinfo":{…}}}` and only ever carry a short
+//! reason code in `userinfo.reason`: details go to the logs.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use crate::credential::CredentialError;
+use crate::store::StoreError;
+use crate::token::TokenError;
+
+/// The body type rolegate answers with when it answers itself.
+pub type LocalBody = Full<Bytes>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("credential rejected: {0}")]
+    Credential(#[from] CredentialError),
+    #[error("token rejected: {0}")]
+    Token(#[from] TokenError),
+    /// The credential was valid but names nobody (unknown or deleted user, unknown key).
+    #[error("unknown principal: {0}")]
+    UnknownPrincipal(&'static str),
+    #[error("access denied: {0}")]
+    Denied(&'static str),
+    #[error("bad request: {reason}")]
+    BadRequest {
+        reason: &'static str,
+        message: String,
+        userinfo: Value,
+    },
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("too many requests")]
+    TooManyRequests,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("not ready")]
+    NotReady,
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 naming the offending parameter, in the platform's 1002/1004 style.
+    pub fn bad_param(reason: &'static str, parameter: &str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            reason,
+            message: message.into(),
+            userinfo: json!({ "parameter": parameter }),
+        }
+    }
+
+    /// The HTTP status, the platform error code and the short reason code.
+    pub fn parts(&self) -> (StatusCode, u32, &'static str) {
+        match self {
+            ApiError::Credential(e) => (StatusCode::UNAUTHORIZED, 4002, e.reason()),
+            ApiError::Token(e) => (StatusCode::UNAUTHORIZED, 4002, e.reason()),
+            ApiError::UnknownPrincipal(r) => (StatusCode::UNAUTHORIZED, 4002, r),
+            ApiError::Denied(r) => (StatusCode::FORBIDDEN, 2001, r),
+            ApiError::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, 1002, reason),
+            ApiError::NotFound(r) => (StatusCode::NOT_FOUND, 1404, r),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, 1409, "conflict"),
+            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, 4029, "too_many_attempts"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 1413, "payload_too_large"),
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, 5003, "store_unavailable"),
+            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, 5003, "not_ready"),
+            ApiError::UpstreamUnreachable(_) => {
+                (StatusCode::BAD_GATEWAY, 5002, "upstream_unreachable")
+            }
+            ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, 5004, "upstream_timeout"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 5000, "internal"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Credential(_) | ApiError::Token(_) | ApiError::UnknownPrincipal(_) => {
+                "User Credentials are not valid".to_owned()
+            }
+            ApiError::Denied(_) => "Access denied".to_owned(),
+            ApiError::BadRequest { message, .. } => message.clone(),
+            ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::Conflict(message) => message.clone(),
+            ApiError::TooManyRequests => "Too many failed attempts, try again later".to_owned(),
+            ApiError::PayloadTooLarge => "Request body too large".to_owned(),
+            ApiError::Store(_) | ApiError::NotReady => "Service temporarily unavailable".to_owned(),
+            ApiError::UpstreamUnreachable(_) => "Upstream unreachable".to_owned(),
+            ApiError::UpstreamTimeout => "Upstream timed out".to_owned(),
+            ApiError::Internal(_) => "Internal error".to_owned(),
+        }
+    }
+
+    /// The response for this error. `request_id` is echoed so a caller can quote it.
+    pub fn into_response(self, request_id: Option<&HeaderValue>) -> Response<LocalBody> {
+        let (status, code, reason) = self.parts();
+        let mut userinfo = match &self {
+            ApiError::BadRequest { userinfo, .. } => userinfo.clone(),
+            _ => json!({}),
+        };
+        if let Value::Object(map) = &mut userinfo {
+            map.insert("reason".to_owned(), Value::from(reason));
+        }
+        let body =
+            json!({ "error": { "code": code, "message": self.message(), "userinfo": userinfo } });
+        let mut resp = json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rolegate\""),
+            );
+        }
+        if let Some(id) = request_id {
+            resp.headers_mut().insert("x-request-id", id.clone());
+        }
+        resp
+    }
+}
+
+/// A JSON response with the platform's content type.
+pub fn json_response(status: StatusCode, body: &Value) -> Response<LocalBody> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// An empty response with the given status.
+pub fn empty_response(status: StatusCode) -> Response<LocalBody> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}

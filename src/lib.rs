@@ -1,0 +1,27 @@
+//! rolegate: an authorization sidecar for stream-platform APIs.
+//!
+//! The request path, in file order: [`path`] (normalise) → [`policy::routes`]
+//! (match) → [`credential`] (which header) → [`token`] / [`cache`] / [`store`]
+//! (who) → [`policy`] (Cedar decides) → [`forward`] (upstream) or
+//! [`handlers`] (rolegate's own endpoints). [`error`] is the one place
+//! failures become responses.
+
+pub mod app;
+pub mod bootstrap;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod credential;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod handlers;
+pub mod metrics;
+pub mod ops;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod store;
+pub mod telemetry;
+pub mod token;

@@ -1,0 +1,7 @@
+//! The `rolegate` binary: parse the command line and run it.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    rolegate::cli::run(rolegate::cli::Cli::parse())
+}

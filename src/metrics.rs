@@ -1,0 +1,130 @@
+//! Prometheus metrics, served by the ops listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<DecisionLabels, Counter>,
+    pub stage_seconds: Family<StageLabels, Histogram>,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+    pub shadow_disagreements: Counter,
+    pub policy_version: Gauge,
+    pub store_notifications: Counter,
+}
+
+fn stage_histogram() -> Histogram {
+    // 1 µs … ~4 s in powers of four: the decision stages live at the bottom,
+    // the upstream at the top.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-6, 4.0, 12,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rolegate");
+        let requests = Family::<DecisionLabels, Counter>::default();
+        let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(
+            stage_histogram as fn() -> Histogram,
+        );
+        let m = Metrics {
+            requests,
+            stage_seconds,
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            shadow_disagreements: Counter::default(),
+            policy_version: Gauge::default(),
+            store_notifications: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests by decision and reason",
+            m.requests.clone(),
+        );
+        registry.register(
+            "stage_seconds",
+            "Time spent per request stage (credential, cache, decision, upstream)",
+            m.stage_seconds.clone(),
+        );
+        registry.register("cache_hits", "Principal cache hits", m.cache_hits.clone());
+        registry.register(
+            "cache_misses",
+            "Principal cache misses (store reads)",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Successful policy reloads",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "policy_reload_failures",
+            "Policy reloads refused (old set kept)",
+            m.reload_failures.clone(),
+        );
+        registry.register(
+            "shadow_disagreements",
+            "Requests where the shadow policy set decided differently from the live set",
+            m.shadow_disagreements.clone(),
+        );
+        registry.register(
+            "policy_version",
+            "Version of the live policy set",
+            m.policy_version.clone(),
+        );
+        registry.register(
+            "store_notifications",
+            "Change notifications received from the store",
+            m.store_notifications.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn count(&self, decision: &'static str, reason: &'static str) {
+        self.requests
+            .get_or_create(&DecisionLabels { decision, reason })
+            .inc();
+    }
+
+    pub fn observe(&self, stage: &'static str, seconds: f64) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,127 @@
+//! The ops listener (loopback by default): `/live`, `/ready`, `/metrics`,
+//! `/status` and `POST /reload`. It runs on the same runtime as the data
+//! listener but shares nothing on its path, so probes stay cheap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::AppState;
+use crate::error::{empty_response, json_response, LocalBody};
+
+/// How long a readiness probe waits for the store before calling it unhealthy.
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn store_health(state: &AppState) -> Result<(), String> {
+    match tokio::time::timeout(STORE_PING_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("store did not answer in time".to_owned()),
+    }
+}
+
+pub async fn route(state: &AppState, req: Request<Incoming>) -> Response<LocalBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => json_response(StatusCode::OK, &json!({"status": "live"})),
+        (&Method::GET, "/ready") => {
+            if !state.is_ready() {
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "starting"}),
+                );
+            }
+            match store_health(state).await {
+                Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+                Err(e) => json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "store_unavailable", "error": e}),
+                ),
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                state.metrics.encode(),
+            )));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        (&Method::GET, "/status") => {
+            let snap = state.policies.current();
+            let store = store_health(state).await;
+            let last_error = state.last_reload_error.lock().ok().and_then(|e| e.clone());
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "ready": state.is_ready(),
+                    "policy": {
+                        "version": snap.version,
+                        "digest": snap.digest,
+                        "loaded_at": snap.loaded_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                        "last_reload_error": last_error,
+                        "roles": snap.roles.keys().collect::<Vec<_>>(),
+                    },
+                    "shadow": state.shadow.as_ref().map(|s| {
+                        let c = s.current();
+                        json!({"version": c.version, "digest": c.digest})
+                    }),
+                    "store": {
+                        "kind": state.store.kind(),
+                        "healthy": store.is_ok(),
+                        "error": store.err(),
+                    },
+                    "cache": { "users": state.cache.len() },
+                }),
+            )
+        }
+        (&Method::POST, "/reload") => match state.reload() {
+            Ok(version) => json_response(
+                StatusCode::OK,
+                &json!({"reloaded": true, "version": version}),
+            ),
+            Err(e) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"reloaded": false, "version": state.policies.current().version, "error": e.to_string()}),
+            ),
+        },
+        (_, "/live" | "/ready" | "/metrics" | "/status" | "/reload") => {
+            empty_response(StatusCode::METHOD_NOT_ALLOWED)
+        }
+        _ => empty_response(StatusCode::NOT_FOUND),
+    }
+}
+
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let builder = crate::app::http_builder();
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let s = state.clone();
+                let svc = service_fn(move |req| {
+                    let s = s.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&s, req).await) }
+                });
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}

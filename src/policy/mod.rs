@@ -1,0 +1,219 @@
+//! Policies as one immutable snapshot: schema, policy set, route table and role
+//! catalogue, loaded and validated together ([`loader`]) and swapped atomically
+//! ([`PolicyStore`]). A request loads the snapshot once and decides against it,
+//! so it never sees a mix of two versions, and the read path takes no lock.
+
+pub mod entities;
+pub mod loader;
+pub mod routes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityUid, PolicySet, Request, Schema,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use loader::{LoadError, PolicySource, Problem};
+use routes::RouteTable;
+
+/// What the role catalogue (`policies/roles.toml`) says about a role.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMeta {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+/// The outcome of one decision, with what explains it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// Evaluation errors; any error makes the decision a deny.
+    pub errors: Vec<String>,
+}
+
+pub struct PolicySnapshot {
+    pub policies: PolicySet,
+    pub schema: Schema,
+    pub routes: RouteTable,
+    pub roles: BTreeMap<String, RoleMeta>,
+    pub version: u64,
+    pub digest: String,
+    pub loaded_at: OffsetDateTime,
+    actions: HashMap<String, EntityUid>,
+    /// Each action's entity with its groups as (transitive) parents: the one
+    /// piece of the action hierarchy a decision needs, so a request adds just
+    /// that entity instead of the whole hierarchy.
+    action_entities: HashMap<EntityUid, Entity>,
+    authorizer: Authorizer,
+}
+
+impl PolicySnapshot {
+    pub(crate) fn new(
+        policies: PolicySet,
+        schema: Schema,
+        routes: RouteTable,
+        roles: BTreeMap<String, RoleMeta>,
+        version: u64,
+        digest: String,
+        authorizer: Authorizer,
+    ) -> Self {
+        let actions = schema
+            .actions()
+            .map(|a| (a.id().unescaped().to_owned(), a.clone()))
+            .collect();
+        let action_entities = schema
+            .action_entities()
+            .map(|es| es.iter().map(|e| (e.uid(), e.clone())).collect())
+            .unwrap_or_default();
+        PolicySnapshot {
+            policies,
+            schema,
+            routes,
+            roles,
+            version,
+            digest,
+            loaded_at: OffsetDateTime::now_utc(),
+            actions,
+            action_entities,
+            authorizer,
+        }
+    }
+
+    /// The action's entity uid, if the schema declares it.
+    pub fn action(&self, name: &str) -> Option<&EntityUid> {
+        self.actions.get(name)
+    }
+
+    /// Every action the schema declares (groups excluded), sorted by name.
+    pub fn action_names(&self) -> Vec<&str> {
+        let groups: Vec<&EntityUid> = self.schema.action_groups().collect();
+        let mut names: Vec<&str> = self
+            .actions
+            .iter()
+            .filter(|(_, uid)| !groups.contains(uid))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.contains_key(role)
+    }
+
+    /// Decide one request. Anything that goes wrong is a deny.
+    pub fn decide(
+        &self,
+        principal: Entity,
+        action: &EntityUid,
+        resource: Entity,
+        context: Context,
+    ) -> Outcome {
+        let request = match Request::new(
+            principal.uid(),
+            action.clone(),
+            resource.uid(),
+            context,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome {
+                    allowed: false,
+                    policies: vec![],
+                    errors: vec![e.to_string()],
+                }
+            }
+        };
+        // Both entities are built by rolegate, so the schema check is skipped here;
+        // the policies were validated against the schema when they were loaded.
+        let Some(action_entity) = self.action_entities.get(action).cloned() else {
+            return Outcome {
+                allowed: false,
+                policies: vec![],
+                errors: vec![format!("action `{action}` has no entity")],
+            };
+        };
+        let entities = match Entities::from_entities([principal, resource, action_entity], None) {
+            Ok(e) => e,
+            Err(e) => {
+                return Outcome {
+                    allowed: false,
+                    policies: vec![],
+                    errors: vec![e.to_string()],
+                }
+            }
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|p| p.to_string())
+            .collect();
+        policies.sort_unstable();
+        Outcome {
+            // Fail closed: an error in any policy (a forbid that could not be
+            // evaluated, say) turns the decision into a deny.
+            allowed: response.decision() == Decision::Allow && errors.is_empty(),
+            policies,
+            errors,
+        }
+    }
+}
+
+/// The live snapshot, swapped atomically on reload.
+pub struct PolicyStore {
+    current: ArcSwap<PolicySnapshot>,
+    source: PolicySource,
+    next_version: AtomicU64,
+}
+
+impl PolicyStore {
+    /// Load the first snapshot; failure is fatal to start-up.
+    pub fn open(source: PolicySource) -> Result<Self, LoadError> {
+        let first = loader::load(&source, 1)?;
+        Ok(PolicyStore {
+            current: ArcSwap::from_pointee(first),
+            source,
+            next_version: AtomicU64::new(2),
+        })
+    }
+
+    /// The live snapshot. Call once per request and keep the `Arc` for the whole decision.
+    #[inline]
+    pub fn current(&self) -> Arc<PolicySnapshot> {
+        self.current.load_full()
+    }
+
+    pub fn source(&self) -> &PolicySource {
+        &self.source
+    }
+
+    /// Load the files again and swap the new set in if, and only if, it is valid.
+    /// Returns the new version, or the error while the old set stays live.
+    pub fn reload(&self) -> Result<u64, LoadError> {
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let snapshot = loader::load(&self.source, version)?;
+        self.current.store(Arc::new(snapshot));
+        Ok(version)
+    }
+}

@@ -1,0 +1,482 @@
+//! The request path of the data listener:
+//!
+//! ```text
+//! path ─► route ─► credential ─► principal ─► Cedar ─► forward (or a local handler)
+//! ```
+//!
+//! Every step that fails answers with an [`ApiError`]; nothing fails open.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cedar_policy::Entity;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::app::AppState;
+use crate::credential::{self, Credential, CredentialKind};
+use crate::error::{ApiError, LocalBody};
+use crate::forward::{self, Identity};
+use crate::path;
+use crate::policy::entities::{self, RequestFacts};
+use crate::policy::routes::{ResourceId, Route};
+use crate::policy::{Outcome, PolicySnapshot};
+use crate::token;
+
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The authenticated caller of a request.
+#[derive(Clone)]
+pub struct Caller {
+    pub kind: CredentialKind,
+    pub entity: Entity,
+    pub user_id: Option<Arc<str>>,
+    pub org: Option<Arc<str>>,
+    /// The current role (users), `nanoAdmin` (API key), or none.
+    pub role: Option<Arc<str>>,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Caller {
+            kind: CredentialKind::Anonymous,
+            entity: entities::anonymous(),
+            user_id: None,
+            org: None,
+            role: None,
+        }
+    }
+
+    /// A name for audit records: the user id, or the key that acted.
+    pub fn actor(&self) -> String {
+        match (&self.user_id, &self.org, self.kind) {
+            (Some(u), _, _) => format!("user:{u}"),
+            (None, Some(o), CredentialKind::ApiKey) => format!("apikey:{o}"),
+            (None, Some(o), CredentialKind::PlayerKey) => format!("playerkey:{o}"),
+            _ => "anonymous".to_owned(),
+        }
+    }
+}
+
+/// Everything a local handler gets about the request it answers.
+pub struct RequestCtx {
+    pub caller: Caller,
+    pub request_id: HeaderValue,
+    pub client_ip: std::net::IpAddr,
+    pub path: String,
+    pub route: Route,
+    /// Path parameters of the matched route.
+    pub params: Vec<(String, String)>,
+    pub snapshot: Arc<PolicySnapshot>,
+}
+
+impl RequestCtx {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
+    /// Decide `action` on a resource with the live snapshot of this request.
+    pub fn authorize(
+        &self,
+        action: &str,
+        resource_type: &str,
+        resource_id: &str,
+        resource_org: &str,
+    ) -> Result<Outcome, ApiError> {
+        let facts = RequestFacts {
+            method: self.route.method.as_str(),
+            path: &self.path,
+            credential: self.caller.kind,
+            client_ip: self.client_ip,
+            tag_filter: false,
+        };
+        let outcome = decide_action(
+            &self.snapshot,
+            &self.caller,
+            action,
+            resource_type,
+            resource_id,
+            resource_org,
+            &facts,
+        );
+        if outcome.allowed {
+            Ok(outcome)
+        } else {
+            log_deny(
+                self.request_id(),
+                &self.route,
+                action,
+                &self.caller,
+                &outcome,
+            );
+            Err(ApiError::Denied("policy_deny"))
+        }
+    }
+}
+
+fn decide_action(
+    snapshot: &PolicySnapshot,
+    caller: &Caller,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    resource_org: &str,
+    facts: &RequestFacts<'_>,
+) -> Outcome {
+    let Some(action_uid) = snapshot.action(action) else {
+        return Outcome {
+            allowed: false,
+            policies: vec![],
+            errors: vec![format!("unknown action `{action}`")],
+        };
+    };
+    let resource = entities::resource(resource_type, resource_id, resource_org);
+    snapshot.decide(
+        caller.entity.clone(),
+        action_uid,
+        resource,
+        entities::context(facts),
+    )
+}
+
+fn log_deny(request_id: &str, route: &Route, action: &str, caller: &Caller, outcome: &Outcome) {
+    tracing::info!(
+        request_id,
+        route = %format_args!("{} {}", route.method, route.template),
+        action,
+        principal = %caller.actor(),
+        role = caller.role.as_deref().unwrap_or(""),
+        policies = ?outcome.policies,
+        errors = ?outcome.errors,
+        "deny"
+    );
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Who is calling: verify the credential and look the principal up (cache, then store).
+pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Caller, ApiError> {
+    match cred {
+        Credential::Anonymous => Ok(Caller::anonymous()),
+        Credential::UserToken(t) => {
+            let kid = token::key_id(t)?;
+            let started = Instant::now();
+            let lookup = state.cache.user(&kid).await?;
+            state
+                .metrics
+                .observe("cache", started.elapsed().as_secs_f64());
+            if lookup.hit {
+                state.metrics.cache_hits.inc();
+            } else {
+                state.metrics.cache_misses.inc();
+            }
+            let user = lookup
+                .value
+                .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
+            token::verify(
+                t,
+                &user.key,
+                &state.validation,
+                &state.tokens,
+                &user.id,
+                unix_now(),
+            )?;
+            Ok(Caller {
+                kind: CredentialKind::UserToken,
+                entity: entities::user(&user.id, &user.role, &user.org),
+                user_id: Some(user.id.clone()),
+                org: Some(user.org.clone()),
+                role: Some(user.role.clone()),
+            })
+        }
+        Credential::ApiKey(k) => {
+            let org = state
+                .cache
+                .api_key(k)
+                .await?
+                .value
+                .ok_or(ApiError::UnknownPrincipal("unknown_api_key"))?;
+            Ok(Caller {
+                kind: CredentialKind::ApiKey,
+                entity: entities::api_key(&org.org),
+                user_id: None,
+                org: Some(org.org),
+                role: Some(Arc::from(crate::store::ADMIN_ROLE)),
+            })
+        }
+        Credential::PlayerKey(k) => {
+            let org = state
+                .cache
+                .player_key(k)
+                .await?
+                .value
+                .ok_or(ApiError::UnknownPrincipal("unknown_player_key"))?;
+            Ok(Caller {
+                kind: CredentialKind::PlayerKey,
+                entity: entities::player_key(&org.org),
+                user_id: None,
+                org: Some(org.org),
+                role: None,
+            })
+        }
+    }
+}
+
+/// The organisation a route's resource belongs to. Upstream resources are
+/// scoped to the caller's organisation (the upstream is told which one in a
+/// header it can trust); users are looked up, so a user of another
+/// organisation is denied by the tenant-isolation policy.
+async fn resource_org(
+    state: &AppState,
+    route: &Route,
+    id: &str,
+    caller: &Caller,
+) -> Result<Arc<str>, ApiError> {
+    let own = caller.org.clone().unwrap_or_else(|| Arc::from(""));
+    if route.resource_type == "User" {
+        if let Some(u) = state.store.user(id).await? {
+            return Ok(Arc::from(u.org_id.as_str()));
+        }
+    }
+    Ok(own)
+}
+
+/// The whole request path. Never panics, never fails open.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let request_id = state.next_request_id();
+    match handle_inner(&state, req, peer, &request_id).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (status, _, reason) = e.parts();
+            if status.is_server_error() {
+                tracing::warn!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request failed");
+            } else {
+                tracing::debug!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request refused");
+            }
+            state.metrics.count(
+                if status == StatusCode::FORBIDDEN {
+                    "deny"
+                } else {
+                    "error"
+                },
+                reason,
+            );
+            e.into_response(Some(&request_id)).map(Either::Right)
+        }
+    }
+}
+
+async fn handle_inner(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::NotReady);
+    }
+    let client_ip = peer.ip();
+    let path = path::normalize(req.uri().path()).map_err(|e| ApiError::BadRequest {
+        reason: e.reason(),
+        message: format!("Invalid request path: {e}"),
+        userinfo: serde_json::json!({}),
+    })?;
+    let query = req.uri().query().map(str::to_owned);
+    let path_and_query = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX);
+        if len > state.settings.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge);
+        }
+    }
+
+    if state.settings.passthrough {
+        return forward(
+            state,
+            req,
+            &path_and_query,
+            &Caller::anonymous(),
+            request_id,
+            client_ip,
+        )
+        .await;
+    }
+
+    // Playback prefix: decided with the playback token's facts (see playback.rs).
+    if let Some(prefix) = &state.settings.playback_prefix {
+        if path == *prefix || path.starts_with(&format!("{prefix}/")) {
+            return crate::handlers::guarded_playback(
+                state,
+                req,
+                &path,
+                &path_and_query,
+                request_id,
+                client_ip,
+            )
+            .await;
+        }
+    }
+
+    let snapshot = state.policies.current();
+    let started = Instant::now();
+    let cred = credential::extract(req.headers())?;
+    let caller = authenticate(state, &cred).await?;
+    state
+        .metrics
+        .observe("credential", started.elapsed().as_secs_f64());
+
+    let method = req.method().as_str();
+    let Some(m) = snapshot.routes.find(method, &path) else {
+        tracing::info!(
+            request_id = request_id.to_str().unwrap_or(""),
+            method,
+            path = %path,
+            principal = %caller.actor(),
+            "deny: no route"
+        );
+        return Err(ApiError::Denied("no_route"));
+    };
+    let route = m.route.clone();
+    let params: Vec<(String, String)> = m
+        .params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+
+    // Routes whose resource is named in the body are decided by their handler.
+    if route.resource_id != ResourceId::Target {
+        let resource_id = m.resource_id().unwrap_or("").to_owned();
+        let org = resource_org(state, &route, &resource_id, &caller).await?;
+        let facts = RequestFacts {
+            method,
+            path: &path,
+            credential: caller.kind,
+            client_ip,
+            tag_filter: path::query_has_tag_filter(query.as_deref()),
+        };
+        let decided = Instant::now();
+        let outcome = decide_action(
+            &snapshot,
+            &caller,
+            &route.action,
+            &route.resource_type,
+            &resource_id,
+            &org,
+            &facts,
+        );
+        state
+            .metrics
+            .observe("decision", decided.elapsed().as_secs_f64());
+        state.shadow_compare(
+            &caller,
+            &route,
+            &resource_id,
+            &org,
+            &facts,
+            &outcome,
+            request_id,
+        );
+        if !outcome.allowed {
+            log_deny(
+                request_id.to_str().unwrap_or(""),
+                &route,
+                &route.action,
+                &caller,
+                &outcome,
+            );
+            // Without a credential the fix is to bring one: 401, not 403.
+            if caller.kind == CredentialKind::Anonymous {
+                return Err(ApiError::UnknownPrincipal("credential_required"));
+            }
+            return Err(ApiError::Denied("policy_deny"));
+        }
+    }
+
+    if route.is_upstream() {
+        let resp = forward(state, req, &path_and_query, &caller, request_id, client_ip).await?;
+        state.metrics.count("allow", "forwarded");
+        return Ok(resp);
+    }
+
+    let ctx = RequestCtx {
+        caller,
+        request_id: request_id.clone(),
+        client_ip,
+        path,
+        route,
+        params,
+        snapshot,
+    };
+    let resp: Response<LocalBody> = crate::handlers::dispatch(state, ctx, req).await?;
+    state.metrics.count("allow", "local");
+    Ok(resp.map(Either::Right))
+}
+
+async fn forward(
+    state: &Arc<AppState>,
+    mut req: Request<Incoming>,
+    path_and_query: &str,
+    caller: &Caller,
+    request_id: &HeaderValue,
+    client_ip: std::net::IpAddr,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let upstream = state
+        .upstream
+        .as_ref()
+        .ok_or_else(|| ApiError::UpstreamUnreachable("no upstream configured".to_owned()))?;
+    let headers = req.headers_mut();
+    forward::strip_hop_by_hop(headers);
+    forward::strip_identity(headers);
+    if !state.settings.forward_credentials {
+        forward::strip_credentials(headers);
+    }
+    forward::set_identity(
+        headers,
+        &Identity {
+            user_id: caller.user_id.as_deref(),
+            org_id: caller.org.as_deref(),
+            role: caller.role.as_deref(),
+            credential: caller.kind.as_str(),
+        },
+        request_id,
+        client_ip,
+    );
+    if req.method() == Method::CONNECT {
+        return Err(ApiError::Denied("method_not_allowed"));
+    }
+    let started = Instant::now();
+    let mut resp = upstream.send(req, path_and_query).await?;
+    state
+        .metrics
+        .observe("upstream", started.elapsed().as_secs_f64());
+    resp.headers_mut()
+        .insert(forward::REQUEST_ID_HEADER, request_id.clone());
+    Ok(resp.map(Either::Left))
+}

@@ -1,0 +1,190 @@
+//! Durable state behind one trait: organisations, users (role, tokenKey, status),
+//! and the audit log. The embedded SQLite file is the default; a server-backed
+//! implementation slots in behind the same trait without touching the request path.
+//!
+//! Every write is one transaction. Writes that change what a credential may do
+//! (role, tokenKey, deletion, key rotation) return the ids whose cache entries
+//! the caller must drop.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    #[error("`{0}` already exists")]
+    Duplicate(String),
+    #[error("`{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// An organisation as stored. Keys are stored as SHA-256 hashes only.
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub api_key_hash: [u8; 32],
+    pub player_key: String,
+    pub webhook: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub org_id: String,
+    pub email: String,
+    pub role: String,
+    /// 32 random bytes; the per-user secret of the token derivation.
+    pub token_key: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub org_id: String,
+    pub email: String,
+    pub role: String,
+    pub password_hash: Option<String>,
+}
+
+/// One audit record: who did what to whom, when, with which outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub org_id: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub request_id: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub org_id: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub request_id: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub target: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub limit: u32,
+}
+
+/// A freshly created organisation with its keys in clear text (shown once).
+#[derive(Debug, Clone)]
+pub struct CreatedOrg {
+    pub org: Org,
+    pub api_key: String,
+    pub player_key: String,
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/status` (`sqlite`, `postgres`).
+    fn kind(&self) -> &'static str;
+    /// Cheap round trip used by readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_org(&self, name: &str) -> Result<CreatedOrg, StoreError>;
+    async fn org(&self, id: &str) -> Result<Option<Org>, StoreError>;
+    async fn org_by_name(&self, name: &str) -> Result<Option<Org>, StoreError>;
+    async fn org_by_api_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Org>, StoreError>;
+    async fn org_by_player_key(&self, key: &str) -> Result<Option<Org>, StoreError>;
+    /// Replace the API key; returns the new key in clear text.
+    async fn rotate_api_key(&self, org_id: &str) -> Result<String, StoreError>;
+    /// Replace the player key; returns the new key.
+    async fn rotate_player_key(&self, org_id: &str) -> Result<String, StoreError>;
+    async fn set_webhook(&self, org_id: &str, url: Option<&str>) -> Result<(), StoreError>;
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// Create many users in one transaction (bootstrapping, benchmarks).
+    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;
+    async fn user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self, org_id: &str, role: Option<&str>) -> Result<Vec<User>, StoreError>;
+    /// Change a user's role and renew their tokenKey in one transaction. Refuses
+    /// (StoreError::Refused) to demote the organisation's last nanoAdmin.
+    async fn set_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        new_token_key: &[u8],
+    ) -> Result<User, StoreError>;
+    /// Renew a user's tokenKey.
+    async fn set_token_key(&self, user_id: &str, new_token_key: &[u8]) -> Result<User, StoreError>;
+    /// Delete a user. Refuses to delete the organisation's last nanoAdmin.
+    async fn delete_user(&self, user_id: &str) -> Result<User, StoreError>;
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError>;
+
+    async fn append_audit(&self, record: NewAudit) -> Result<(), StoreError>;
+    async fn list_audit(
+        &self,
+        org_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// The role that may never disappear from an organisation.
+pub const ADMIN_ROLE: &str = "nanoAdmin";
+
+/// 32 bytes from the OS CSPRNG, for tokenKeys and keys.
+pub fn random_key() -> Vec<u8> {
+    use rand::RngCore;
+    let mut k = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    k
+}
+
+/// A random key as URL-safe text (API keys, player keys, invite tokens).
+pub fn random_token(prefix: &str) -> String {
+    use base64::Engine;
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_key())
+    )
+}
+
+/// SHA-256 of a key, the only form in which API keys are stored.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Open the store a location names: a `postgres://` URL or a SQLite file path
+/// (optionally prefixed `sqlite://`).
+pub async fn open(location: &str) -> Result<SharedStore, StoreError> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        return Err(StoreError::Unavailable(
+            "postgres stores are not built into this version".to_owned(),
+        ));
+    }
+    let path = location.strip_prefix("sqlite://").unwrap_or(location);
+    Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+}

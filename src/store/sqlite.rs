@@ -1,0 +1,622 @@
+//! The embedded store: one SQLite file (WAL mode), so a single command runs
+//! rolegate with no server. Calls run on the blocking pool; one connection
+//! behind a mutex is plenty for the write rate of user management, and reads
+//! on the request path only happen on cache misses.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use time::OffsetDateTime;
+
+use super::{
+    key_hash, random_key, random_token, AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewUser,
+    Org, Store, StoreError, User, ADMIN_ROLE,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    api_key_hash BLOB NOT NULL UNIQUE,
+    player_key TEXT NOT NULL UNIQUE,
+    webhook TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    email TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    token_key BLOB NOT NULL,
+    password_hash TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX users_org ON users(org_id, role);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_org ON audit(org_id, id);
+"#,
+    // 2: invites (the token is stored only as a SHA-256 hash).
+    r#"
+CREATE TABLE invites (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    token_hash BLOB NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    used_by TEXT
+);
+CREATE INDEX invites_org ON invites(org_id);
+"#,
+    // 3: playback signing keys per organisation and revoked playback tokens.
+    r#"
+CREATE TABLE playback_keys (
+    kid TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    private_key BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    max_token_exp INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX playback_keys_org ON playback_keys(org_id);
+CREATE TABLE revoked_playback (
+    jti TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    exp INTEGER NOT NULL,
+    revoked_at INTEGER NOT NULL
+);
+"#,
+];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn q(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Duplicate(msg.unwrap_or_else(|| "row".to_owned()))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Query(other.to_string()),
+    }
+}
+
+fn ts(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+const ORG_COLS: &str = "id, name, api_key_hash, player_key, webhook, created_at";
+const USER_COLS: &str = "id, org_id, email, role, token_key, password_hash, created_at";
+
+fn org_row(r: &Row<'_>) -> rusqlite::Result<Org> {
+    let hash: Vec<u8> = r.get(2)?;
+    let mut api_key_hash = [0u8; 32];
+    if hash.len() == 32 {
+        api_key_hash.copy_from_slice(&hash);
+    }
+    Ok(Org {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        api_key_hash,
+        player_key: r.get(3)?,
+        webhook: r.get(4)?,
+        created_at: ts(r.get(5)?),
+    })
+}
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        email: r.get(2)?,
+        role: r.get(3)?,
+        token_key: r.get(4)?,
+        password_hash: r.get(5)?,
+        created_at: ts(r.get(6)?),
+    })
+}
+
+fn user_tx(tx: &Transaction<'_>, id: &str) -> Result<User, StoreError> {
+    tx.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+        [id],
+        user_row,
+    )
+    .optional()
+    .map_err(q)?
+    .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+}
+
+/// Refuse a change that would leave `user`'s organisation without a nanoAdmin.
+fn guard_last_admin(
+    tx: &Transaction<'_>,
+    user: &User,
+    new_role: Option<&str>,
+) -> Result<(), StoreError> {
+    if user.role != ADMIN_ROLE || new_role == Some(ADMIN_ROLE) {
+        return Ok(());
+    }
+    let admins: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM users WHERE org_id = ?1 AND role = ?2",
+            params![user.org_id, ADMIN_ROLE],
+            |r| r.get(0),
+        )
+        .map_err(q)?;
+    if admins <= 1 {
+        return Err(StoreError::Refused(
+            "the organisation's last nanoAdmin cannot be demoted or deleted".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            if let Some(dir) = Path::new(&path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create `{}`: {e}", dir.display()))
+                    })?;
+                }
+            }
+            let mut conn = Connection::open(&path)
+                .map_err(|e| StoreError::Unavailable(format!("cannot open `{path}`: {e}")))?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(q)?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            )
+            .map_err(q)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("connection poisoned".to_owned()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// Run `f` inside one transaction.
+    async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(q)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(q)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let done: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Migration(format!("migration {}: {e}", i + 1)))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+    }
+    tx.commit()
+        .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+fn insert_user(tx: &Transaction<'_>, u: NewUser) -> Result<User, StoreError> {
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        org_id: u.org_id,
+        email: u.email,
+        role: u.role,
+        token_key: random_key(),
+        created_at: ts(now()),
+        password_hash: u.password_hash,
+    };
+    tx.execute(
+        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            user.id,
+            user.org_id,
+            user.email,
+            user.role,
+            user.token_key,
+            user.password_hash,
+            user.created_at.unix_timestamp()
+        ],
+    )
+    .map_err(|e| match q(e) {
+        StoreError::Duplicate(_) => StoreError::Duplicate(format!("user `{}`", user.email)),
+        other => other,
+    })?;
+    Ok(user)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(q))
+            .await
+    }
+
+    async fn create_org(&self, name: &str) -> Result<CreatedOrg, StoreError> {
+        let name = name.to_owned();
+        self.tx(move |tx| {
+            let api_key = random_token("ak_");
+            let player_key = random_token("pk_");
+            let org = Org {
+                id: uuid::Uuid::new_v4().to_string(),
+                name,
+                api_key_hash: key_hash(&api_key),
+                player_key: player_key.clone(),
+                webhook: None,
+                created_at: ts(now()),
+            };
+            tx.execute(
+                &format!("INSERT INTO orgs ({ORG_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5)"),
+                params![
+                    org.id,
+                    org.name,
+                    org.api_key_hash.to_vec(),
+                    org.player_key,
+                    org.created_at.unix_timestamp()
+                ],
+            )
+            .map_err(|e| match q(e) {
+                StoreError::Duplicate(_) => {
+                    StoreError::Duplicate(format!("organisation `{}`", org.name))
+                }
+                other => other,
+            })?;
+            Ok(CreatedOrg {
+                org,
+                api_key,
+                player_key,
+            })
+        })
+        .await
+    }
+
+    async fn org(&self, id: &str) -> Result<Option<Org>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                [id],
+                org_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn org_by_name(&self, name: &str) -> Result<Option<Org>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE name = ?1"),
+                [name],
+                org_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn org_by_api_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Org>, StoreError> {
+        let hash = hash.to_vec();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE api_key_hash = ?1"),
+                [hash],
+                org_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn org_by_player_key(&self, key: &str) -> Result<Option<Org>, StoreError> {
+        let key = key.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE player_key = ?1"),
+                [key],
+                org_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn rotate_api_key(&self, org_id: &str) -> Result<String, StoreError> {
+        let org_id = org_id.to_owned();
+        self.tx(move |tx| {
+            let key = random_token("ak_");
+            let n = tx
+                .execute(
+                    "UPDATE orgs SET api_key_hash = ?1 WHERE id = ?2",
+                    params![key_hash(&key).to_vec(), org_id],
+                )
+                .map_err(q)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(org_id));
+            }
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn rotate_player_key(&self, org_id: &str) -> Result<String, StoreError> {
+        let org_id = org_id.to_owned();
+        self.tx(move |tx| {
+            let key = random_token("pk_");
+            let n = tx
+                .execute(
+                    "UPDATE orgs SET player_key = ?1 WHERE id = ?2",
+                    params![key, org_id],
+                )
+                .map_err(q)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(org_id));
+            }
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn set_webhook(&self, org_id: &str, url: Option<&str>) -> Result<(), StoreError> {
+        let org_id = org_id.to_owned();
+        let url = url.map(str::to_owned);
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE orgs SET webhook = ?1 WHERE id = ?2",
+                    params![url, org_id],
+                )
+                .map_err(q)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(org_id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.tx(move |tx| insert_user(tx, user)).await
+    }
+
+    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        self.tx(move |tx| users.into_iter().map(|u| insert_user(tx, u)).collect())
+            .await
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                user_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let email = email.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
+                [email],
+                user_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn list_users(&self, org_id: &str, role: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let org_id = org_id.to_owned();
+        let role = role.map(str::to_owned);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE org_id = ?1 AND (?2 IS NULL OR role = ?2) ORDER BY created_at, email"
+                ))
+                .map_err(q)?;
+            let rows = stmt.query_map(params![org_id, role], user_row).map_err(q)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q)
+        })
+        .await
+    }
+
+    async fn set_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        new_token_key: &[u8],
+    ) -> Result<User, StoreError> {
+        let (user_id, role, key) = (user_id.to_owned(), role.to_owned(), new_token_key.to_vec());
+        self.tx(move |tx| {
+            let user = user_tx(tx, &user_id)?;
+            guard_last_admin(tx, &user, Some(&role))?;
+            tx.execute(
+                "UPDATE users SET role = ?1, token_key = ?2 WHERE id = ?3",
+                params![role, key, user_id],
+            )
+            .map_err(q)?;
+            user_tx(tx, &user_id)
+        })
+        .await
+    }
+
+    async fn set_token_key(&self, user_id: &str, new_token_key: &[u8]) -> Result<User, StoreError> {
+        let (user_id, key) = (user_id.to_owned(), new_token_key.to_vec());
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET token_key = ?1 WHERE id = ?2",
+                    params![key, user_id],
+                )
+                .map_err(q)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(user_id));
+            }
+            user_tx(tx, &user_id)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<User, StoreError> {
+        let user_id = user_id.to_owned();
+        self.tx(move |tx| {
+            let user = user_tx(tx, &user_id)?;
+            guard_last_admin(tx, &user, None)?;
+            tx.execute("DELETE FROM users WHERE id = ?1", [&user_id])
+                .map_err(q)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
+        let (user_id, hash) = (user_id.to_owned(), password_hash.to_owned());
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                    params![hash, user_id],
+                )
+                .map_err(q)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(user_id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, r: NewAudit) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            tx.execute(
+                "INSERT INTO audit (org_id, actor, action, target, outcome, at, request_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![r.org_id, r.actor, r.action, r.target, r.outcome, now(), r.request_id, r.detail],
+            )
+            .map_err(q)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        org_id: &str,
+        f: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let org_id = org_id.to_owned();
+        let f = f.clone();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, org_id, actor, action, target, outcome, at, request_id, detail FROM audit \
+                     WHERE org_id = ?1 AND (?2 IS NULL OR target = ?2) AND (?3 IS NULL OR actor = ?3) \
+                     AND (?4 IS NULL OR action = ?4) ORDER BY id DESC LIMIT ?5",
+                )
+                .map_err(q)?;
+            let limit = if f.limit == 0 { 1000 } else { f.limit };
+            let rows = stmt
+                .query_map(params![org_id, f.target, f.actor, f.action, limit], |r| {
+                    Ok(AuditRecord {
+                        id: r.get(0)?,
+                        org_id: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        outcome: r.get(5)?,
+                        at: ts(r.get(6)?),
+                        request_id: r.get(7)?,
+                        detail: r.get(8)?,
+                    })
+                })
+                .map_err(q)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q)
+        })
+        .await
+    }
+}

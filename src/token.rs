@@ -1,0 +1,261 @@
+//! User API tokens ("bintu tokens"): HS256 JWTs whose signing secret is derived
+//! from the master secret and the user's current tokenKey.
+//!
+//! `secret = HMAC-SHA256(master_secret, "rolegate/api-token/v1" 0 user_id 0 token_key)`
+//!
+//! The store therefore holds no signing secret, and renewing a user's tokenKey
+//! invalidates every token of that user at once. The header's `kid` is the user
+//! id, so the key is looked up before the signature is checked; the algorithm is
+//! pinned (the header never chooses it) and `typ` is one no other token kind uses.
+//! Time claims are checked here against an explicit clock and leeway, and every
+//! claim is strictly typed (a string `exp` is a parse error, not a number).
+
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The `typ` of an API token. Playback tokens use another.
+pub const API_TOKEN_TYP: &str = "bintu-api+jwt";
+/// Longest `kid` accepted; user ids are UUIDs.
+const MAX_KID_LEN: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub ttl_secs: u64,
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token header is not that of an API token")]
+    WrongType,
+    #[error("token has no usable key id")]
+    BadKeyId,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token claims are missing or mistyped")]
+    BadClaims,
+    #[error("token issuer is wrong")]
+    WrongIssuer,
+    #[error("token audience is wrong")]
+    WrongAudience,
+    #[error("token subject does not match its key id")]
+    WrongSubject,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token signing failed")]
+    Signing,
+}
+
+impl TokenError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "token_malformed",
+            TokenError::WrongType => "token_wrong_type",
+            TokenError::BadKeyId => "token_bad_kid",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::BadClaims => "token_bad_claims",
+            TokenError::WrongIssuer => "token_wrong_issuer",
+            TokenError::WrongAudience => "token_wrong_audience",
+            TokenError::WrongSubject => "token_wrong_subject",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::Signing => "token_signing_failed",
+        }
+    }
+}
+
+/// The claims of an API token. All are required; serde refuses other types.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+}
+
+/// Derive a user's signing secret from the master secret and their tokenKey.
+pub fn derive_secret(master: &[u8], user_id: &str, token_key: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(master) {
+        Ok(m) => m,
+        Err(_) => unreachable_hmac(),
+    };
+    mac.update(b"rolegate/api-token/v1\0");
+    mac.update(user_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(token_key);
+    mac.finalize().into_bytes().into()
+}
+
+#[cold]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    // HMAC-SHA256 takes keys of every length, so this is never reached; a fixed
+    // zero key would still only produce secrets nobody holds tokens for.
+    <Hmac<Sha256> as Mac>::new(&Default::default())
+}
+
+/// Mint an API token for `user_id`, signed with the secret derived from their tokenKey.
+pub fn mint(
+    settings: &TokenSettings,
+    user_id: &str,
+    secret: &[u8; 32],
+    now: u64,
+) -> Result<String, TokenError> {
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some(API_TOKEN_TYP.to_owned());
+    header.kid = Some(user_id.to_owned());
+    let claims = ApiClaims {
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+        sub: user_id.to_owned(),
+        exp: now + settings.ttl_secs,
+        nbf: now,
+        iat: now,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
+        .map_err(|_| TokenError::Signing)
+}
+
+/// Read the key id of an API token without trusting anything else in it.
+/// The kid is checked to be a plausible id so it never drives odd lookups.
+pub fn key_id(token: &str) -> Result<String, TokenError> {
+    if token.split('.').count() != 3 {
+        return Err(TokenError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.alg != Algorithm::HS256 || header.typ.as_deref() != Some(API_TOKEN_TYP) {
+        return Err(TokenError::WrongType);
+    }
+    let kid = header.kid.ok_or(TokenError::BadKeyId)?;
+    if kid.is_empty()
+        || kid.len() > MAX_KID_LEN
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(TokenError::BadKeyId);
+    }
+    Ok(kid)
+}
+
+/// The jsonwebtoken validation used for API tokens: HS256 only. Time, issuer,
+/// audience and subject are checked by [`verify`] itself against an explicit clock.
+pub fn validation() -> Validation {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    v
+}
+
+/// Verify an API token whose key id named `user_id`, with that user's key.
+pub fn verify(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+    settings: &TokenSettings,
+    user_id: &str,
+    now: u64,
+) -> Result<ApiClaims, TokenError> {
+    let data = jsonwebtoken::decode::<ApiClaims>(token, key, validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => TokenError::BadClaims,
+            ErrorKind::InvalidAlgorithm => TokenError::WrongType,
+            _ => TokenError::Malformed,
+        }
+    })?;
+    if data.header.typ.as_deref() != Some(API_TOKEN_TYP) {
+        return Err(TokenError::WrongType);
+    }
+    let c = data.claims;
+    if c.iss != settings.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    if c.aud != settings.audience {
+        return Err(TokenError::WrongAudience);
+    }
+    if c.sub != user_id {
+        return Err(TokenError::WrongSubject);
+    }
+    if now > c.exp.saturating_add(settings.leeway_secs) {
+        return Err(TokenError::Expired);
+    }
+    if c.nbf > now.saturating_add(settings.leeway_secs) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TokenSettings {
+        TokenSettings {
+            issuer: "rolegate".into(),
+            audience: "bintu".into(),
+            ttl_secs: 3600,
+            leeway_secs: 30,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_clock_boundaries() {
+        let s = settings();
+        let secret = derive_secret(b"master-secret-master-secret-0123", "u1", &[7; 32]);
+        let now = 1_700_000_000;
+        let t = mint(&s, "u1", &secret, now).unwrap();
+        assert_eq!(key_id(&t).unwrap(), "u1");
+        let key = DecodingKey::from_secret(&secret);
+        let v = validation();
+        assert!(verify(&t, &key, &v, &s, "u1", now).is_ok());
+        // exp = now + 3600; accepted up to exp + leeway, refused one second later.
+        assert!(verify(&t, &key, &v, &s, "u1", now + 3600 + 30).is_ok());
+        assert_eq!(
+            verify(&t, &key, &v, &s, "u1", now + 3600 + 31),
+            Err(TokenError::Expired)
+        );
+        // nbf = now; before it by more than the leeway is refused.
+        assert_eq!(
+            verify(&t, &key, &v, &s, "u1", now - 31),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            verify(&t, &key, &v, &s, "u2", now),
+            Err(TokenError::WrongSubject)
+        );
+        let other = DecodingKey::from_secret(&derive_secret(b"x", "u1", &[7; 32]));
+        assert_eq!(
+            verify(&t, &other, &v, &s, "u1", now),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn secrets_depend_on_every_input() {
+        let a = derive_secret(b"m", "u1", b"k");
+        assert_ne!(a, derive_secret(b"m2", "u1", b"k"));
+        assert_ne!(a, derive_secret(b"m", "u2", b"k"));
+        assert_ne!(a, derive_secret(b"m", "u1", b"k2"));
+        // The separator keeps (user, key) pairs from colliding.
+        assert_ne!(
+            derive_secret(b"m", "u1", b"2k"),
+            derive_secret(b"m", "u12", b"k")
+        );
+    }
+}

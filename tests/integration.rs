@@ -1,1 +1,5 @@
+//! All integration tests, linked into one binary.
 
+mod support;
+
+mod request_path;

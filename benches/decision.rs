@@ -1,1 +1,112 @@
-fn main() {}
+//! The decision path, piece by piece, with the shipped policies:
+//! credential parse, token verification, cache hit, route match, Cedar decision,
+//! and all of them together. Run: `cargo bench --bench decision`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue};
+use rolegate::cache::{CacheSettings, PrincipalCache};
+use rolegate::credential::{self, CredentialKind};
+use rolegate::policy::entities::{self, RequestFacts};
+use rolegate::policy::{PolicySource, PolicyStore};
+use rolegate::store::{NewUser, SharedStore};
+use rolegate::token;
+
+const MASTER: &[u8] = b"bench-master-secret-0123456789abcdef0123";
+
+fn bench(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let policies = PolicyStore::open(PolicySource {
+        policies_dir: root.join("policies"),
+        schema_dir: root.join("schema"),
+    })
+    .unwrap();
+    let snap = policies.current();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = rt
+        .block_on(rolegate::store::open(&dir.path().join("b.db").display().to_string()))
+        .unwrap();
+    let org = rt.block_on(store.create_org("bench")).unwrap();
+    let user = rt
+        .block_on(store.create_user(NewUser {
+            org_id: org.org.id.clone(),
+            email: "b@bench.test".into(),
+            role: "nanoUser".into(),
+            password_hash: None,
+        }))
+        .unwrap();
+    let settings = token::TokenSettings {
+        issuer: "rolegate".into(),
+        audience: "bintu".into(),
+        ttl_secs: 3600,
+        leeway_secs: 30,
+    };
+    let secret = token::derive_secret(MASTER, &user.id, &user.token_key);
+    let now = rolegate::proxy::unix_now();
+    let t = token::mint(&settings, &user.id, &secret, now).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_secret(&secret);
+    let validation = token::validation();
+    let cache = PrincipalCache::new(
+        store.clone(),
+        Arc::from(MASTER),
+        CacheSettings {
+            ttl: std::time::Duration::from_secs(600),
+            capacity: 1000,
+            negative_ttl: std::time::Duration::from_secs(10),
+            negative_capacity: 1000,
+        },
+    );
+    rt.block_on(cache.user(&user.id)).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("x-bintu-token", HeaderValue::from_str(&t).unwrap());
+
+    c.bench_function("credential_parse", |b| b.iter(|| credential::extract(black_box(&headers)).unwrap()));
+    c.bench_function("token_verify", |b| {
+        b.iter(|| {
+            let kid = token::key_id(black_box(&t)).unwrap();
+            token::verify(&t, &key, &validation, &settings, &kid, now).unwrap()
+        })
+    });
+    c.bench_function("cache_hit", |b| b.iter(|| rt.block_on(cache.user(black_box(&user.id))).unwrap()));
+    c.bench_function("route_match", |b| {
+        b.iter(|| snap.routes.find(black_box("DELETE"), black_box("/stream/abc")).unwrap().route.index)
+    });
+    let facts = RequestFacts {
+        method: "GET",
+        path: "/stream/abc",
+        credential: CredentialKind::UserToken,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tag_filter: false,
+    };
+    let action = snap.action("getStream").unwrap().clone();
+    c.bench_function("cedar_decision", |b| {
+        b.iter(|| {
+            let p = entities::user(&user.id, "nanoUser", &org.org.id);
+            let r = entities::resource("Stream", "abc", &org.org.id);
+            snap.decide(p, &action, r, entities::context(&facts)).allowed
+        })
+    });
+    c.bench_function("decision_path", |b| {
+        b.iter(|| {
+            let cred = credential::extract(&headers).unwrap();
+            let credential::Credential::UserToken(tok) = cred else { unreachable!() };
+            let kid = token::key_id(tok).unwrap();
+            let u = rt.block_on(cache.user(&kid)).unwrap().value.unwrap();
+            token::verify(tok, &u.key, &validation, &settings, &u.id, now).unwrap();
+            let m = snap.routes.find("GET", "/stream/abc").unwrap();
+            let action = snap.action(&m.route.action).unwrap();
+            let p = entities::user(&u.id, &u.role, &u.org);
+            let r = entities::resource(&m.route.resource_type, m.resource_id().unwrap(), &u.org);
+            assert!(snap.decide(p, action, r, entities::context(&facts)).allowed);
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -111,7 +111,7 @@ fn check_bytes(bytes: &[u8]) -> Result<(), PathError> {
                 if matches!(decoded, b'/' | b'\\' | b'.' | 0) {
                     return Err(PathError::EncodedSeparator);
                 }
-                if decoded >= 0x80 || decoded < 0x20 || decoded == 0x7f {
+                if !(0x20..0x7f).contains(&decoded) {
                     return Err(PathError::BadEncoding);
                 }
                 i += 3;

@@ -1,28 +1,794 @@
-//! The request path end to end: real sockets, a real SQLite file, a real echo upstream.
+//! The request path end to end: real sockets, a real SQLite file, a real echo
+//! upstream, real signed tokens.
 
-use crate::support::{tok, Echo, Sidecar};
+use std::collections::HashMap;
 
-#[tokio::test]
-async fn allowed_request_reaches_upstream_with_identity_headers() {
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rolegate::policy::routes::{ResourceId, RouteTable};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::{tok, Echo, Options, Sidecar, MASTER_SECRET};
+
+fn now() -> u64 {
+    rolegate::proxy::unix_now()
+}
+
+/// Build a JWT by hand: header and payload JSON as given, signed HS256 with `secret`.
+fn forge(header: &Value, payload: &Value, secret: &[u8]) -> String {
+    let h = B64.encode(header.to_string());
+    let p = B64.encode(payload.to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(format!("{h}.{p}").as_bytes());
+    format!("{h}.{p}.{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+/// The signing secret rolegate derives for a user (the documented derivation).
+fn secret_of(user_id: &str, token_key: &[u8]) -> [u8; 32] {
+    rolegate::token::derive_secret(MASTER_SECRET.as_bytes(), user_id, token_key)
+}
+
+fn claims(sub: &str) -> Value {
+    let n = now();
+    json!({"iss": "rolegate", "aud": "bintu", "sub": sub, "exp": n + 600, "nbf": n - 5, "iat": n, "jti": "j1"})
+}
+
+fn header(kid: &str) -> Value {
+    json!({"alg": "HS256", "typ": "bintu-api+jwt", "kid": kid})
+}
+
+struct World {
+    echo: Echo,
+    sc: Sidecar,
+    org: rolegate::store::CreatedOrg,
+    users: HashMap<&'static str, rolegate::store::User>,
+}
+
+async fn world() -> World {
     let echo = Echo::start().await;
     let sc = Sidecar::start(&echo).await;
     let org = sc.org("acme").await;
-    let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
-    let t = sc.token(&u.id).await;
-    let r = sc
-        .send(
+    let mut users = HashMap::new();
+    for (role, email) in [
+        ("nanoAdmin", "admin@acme.test"),
+        ("nanoUser", "user@acme.test"),
+        ("nanoReadOnly", "ro@acme.test"),
+    ] {
+        users.insert(role, sc.user(&org, email, role).await);
+    }
+    World {
+        echo,
+        sc,
+        org,
+        users,
+    }
+}
+
+#[tokio::test]
+async fn allowed_request_reaches_upstream_with_identity_headers_only_from_rolegate() {
+    let w = world().await;
+    let u = &w.users["nanoReadOnly"];
+    let t = w.sc.token(&u.id).await;
+    let r =
+        w.sc.send(
             "GET",
             "/stream?quantity=5",
-            &[tok(&t), ("x-rolegate-role", "nanoAdmin")],
+            &[
+                tok(&t),
+                ("x-rolegate-role", "nanoAdmin"),
+                ("x-rolegate-org-id", "other"),
+                ("x-forwarded-user", "admin"),
+                ("x_rolegate_role", "nanoAdmin"),
+                ("x-request-id", "spoofed"),
+                ("connection", "x-custom-hop"),
+                ("x-custom-hop", "1"),
+            ],
             None,
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let seen = echo.last().unwrap();
+    let seen = w.echo.last().unwrap();
     assert_eq!(seen.target, "/stream?quantity=5");
-    assert_eq!(seen.headers["x-rolegate-role"], "nanoReadOnly");
-    assert_eq!(seen.headers.get_all("x-rolegate-role").iter().count(), 1);
+    assert_eq!(
+        seen.headers
+            .get_all("x-rolegate-role")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["nanoReadOnly"]
+    );
     assert_eq!(seen.headers["x-rolegate-user-id"], u.id.as_str());
-    assert_eq!(seen.headers["x-rolegate-org-id"], org.org.id.as_str());
-    assert!(seen.headers.get("x-bintu-token").is_none());
+    assert_eq!(seen.headers["x-rolegate-org-id"], w.org.org.id.as_str());
+    assert_ne!(seen.headers["x-request-id"], "spoofed");
+    assert_eq!(r.headers["x-request-id"], seen.headers["x-request-id"]);
+    for gone in [
+        "x-bintu-token",
+        "x-forwarded-user",
+        "x_rolegate_role",
+        "x-custom-hop",
+    ] {
+        assert!(
+            seen.headers.get(gone).is_none(),
+            "{gone} reached the upstream"
+        );
+    }
+}
+
+/// Expected access per action, from the platform's permission overview (bintu-api.md §4).
+fn expected(action: &str, role: &str) -> bool {
+    let read = [
+        "listStreams",
+        "getStream",
+        "validateStream",
+        "getMetrics",
+        "listTags",
+        "getPlayerKey",
+        "getOrganisation",
+        "getBintuToken",
+    ];
+    let operate = [
+        "createStream",
+        "setStreamTags",
+        "setStreamPushUrl",
+        "setStreamProcessing",
+        "setStreamGroup",
+        "getStreamOptions",
+        "setStreamOptions",
+        "deleteStreamOptions",
+        "createTag",
+        "editTag",
+        "listUsers",
+        "getUser",
+        "listPermissions",
+        "createPlaybackToken",
+        "revokePlaybackToken",
+    ];
+    let public = [
+        "login",
+        "resetPassword",
+        "acceptInvite",
+        "verifyPlaybackToken",
+        "getJwks",
+    ];
+    if public.contains(&action) {
+        return true;
+    }
+    match role {
+        "nanoAdmin" | "apikey" => true,
+        "nanoUser" => read.contains(&action) || operate.contains(&action),
+        "nanoReadOnly" => read.contains(&action),
+        "playerkey" => action == "getStream",
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn permission_matrix_golden_table() {
+    let w = world().await;
+    let src = std::fs::read_to_string(crate::support::repo().join("policies/routes.toml")).unwrap();
+    let table = RouteTable::parse("routes.toml", &src).unwrap();
+    let mut callers: Vec<(&str, (&str, String))> = Vec::new();
+    for role in ["nanoAdmin", "nanoUser", "nanoReadOnly"] {
+        callers.push((role, ("x-bintu-token", w.sc.token(&w.users[role].id).await)));
+    }
+    callers.push(("apikey", ("x-bintu-apikey", w.org.api_key.clone())));
+    callers.push(("playerkey", ("x-bintu-playerkey", w.org.player_key.clone())));
+    let victim = &w.users["nanoReadOnly"].id;
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for route in table.routes() {
+        // Routes whose target is in the body are decided by their handler (tests/users.rs).
+        if route.resource_id == ResourceId::Target {
+            continue;
+        }
+        let path = route.template.replace(
+            "{id}",
+            if route.resource_type == "User" {
+                victim
+            } else {
+                "s1"
+            },
+        );
+        for (who, (h, v)) in &callers {
+            let before = w.echo.count();
+            let r =
+                w.sc.send(&route.method, &path, &[(h, v.as_str())], Some("{}"))
+                    .await;
+            let allowed = expected(&route.action, who);
+            let reached = w.echo.count() > before;
+            let ok = if allowed {
+                r.status != 403
+                    && r.status != 401
+                    && (!route.is_upstream() || (reached && r.status == 200))
+            } else {
+                r.status == 403 && !reached
+            };
+            if !ok {
+                failures.push(format!(
+                    "{who} {} {path}: {} (expected {})",
+                    route.method,
+                    r.status,
+                    if allowed { "allow" } else { "deny" }
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked > 150);
+}
+
+#[tokio::test]
+async fn player_key_lists_streams_only_with_a_tag_filter() {
+    let w = world().await;
+    let pk = ("x-bintu-playerkey", w.org.player_key.as_str());
+    assert_eq!(w.sc.send("GET", "/stream", &[pk], None).await.status, 403);
+    assert_eq!(
+        w.sc.send("GET", "/stream?tags[]=live", &[pk], None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn renewing_the_token_key_kills_old_tokens_on_the_next_request() {
+    let w = world().await;
+    let u = &w.users["nanoUser"];
+    let old = w.sc.token(&u.id).await;
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&old)], None).await.status,
+        200
+    );
+    let other = w.sc.token(&w.users["nanoReadOnly"].id).await;
+    let new_key = rolegate::store::random_key();
+    w.sc.state
+        .store
+        .set_token_key(&u.id, &new_key)
+        .await
+        .unwrap();
+    w.sc.state.cache.invalidate_user(&u.id);
+    let r = w.sc.send("GET", "/stream", &[tok(&old)], None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.reason(), "token_bad_signature");
+    let fresh = w.sc.token(&u.id).await;
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&fresh)], None)
+            .await
+            .status,
+        200
+    );
+    // Another user's token is untouched.
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&other)], None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn role_change_kills_old_tokens_and_new_tokens_get_the_new_role() {
+    let w = world().await;
+    let admin2 = w.sc.user(&w.org, "admin2@acme.test", "nanoAdmin").await;
+    let old = w.sc.token(&admin2.id).await;
+    assert_eq!(
+        w.sc.send("DELETE", "/stream/s1", &[tok(&old)], None)
+            .await
+            .status,
+        200
+    );
+    w.sc.state
+        .store
+        .set_role(&admin2.id, "nanoReadOnly", &rolegate::store::random_key())
+        .await
+        .unwrap();
+    w.sc.state.cache.invalidate_user(&admin2.id);
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&old)], None).await.status,
+        401
+    );
+    let new = w.sc.token(&admin2.id).await;
+    let before = w.echo.count();
+    assert_eq!(
+        w.sc.send("DELETE", "/stream/s1", &[tok(&new)], None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(w.echo.count(), before);
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&new)], None).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn deleted_user_gets_401() {
+    let w = world().await;
+    let u = w.sc.user(&w.org, "gone@acme.test", "nanoUser").await;
+    let t = w.sc.token(&u.id).await;
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+        200
+    );
+    w.sc.state.store.delete_user(&u.id).await.unwrap();
+    w.sc.state.cache.invalidate_user(&u.id);
+    let r = w.sc.send("GET", "/stream", &[tok(&t)], None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.reason(), "unknown_user");
+}
+
+#[tokio::test]
+async fn cache_ttl_bounds_staleness_without_invalidation() {
+    let echo = Echo::start().await;
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        config: "cache_ttl_secs = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "a@acme.test", "nanoUser").await;
+    let t = sc.token(&u.id).await;
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+        200
+    );
+    // A write the cache is not told about (as from a replica whose notification was lost).
+    sc.state
+        .store
+        .set_token_key(&u.id, &rolegate::store::random_key())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn cache_hits_do_no_store_io_and_unknown_kids_are_cached() {
+    let w = world().await;
+    let t = w.sc.token(&w.users["nanoUser"].id).await;
+    for _ in 0..5 {
+        assert_eq!(
+            w.sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+            200
+        );
+    }
+    assert_eq!(w.sc.state.metrics.cache_misses.get(), 1);
+    assert_eq!(w.sc.state.metrics.cache_hits.get(), 4);
+    let unknown = forge(
+        &header("00000000-0000-4000-8000-000000000000"),
+        &claims("x"),
+        b"k",
+    );
+    for _ in 0..20 {
+        let r = w.sc.send("GET", "/stream", &[tok(&unknown)], None).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.reason(), "unknown_user");
+    }
+    assert_eq!(
+        w.sc.state.metrics.cache_misses.get(),
+        2,
+        "an unknown kid is looked up once"
+    );
+}
+
+#[tokio::test]
+async fn a_user_of_one_org_cannot_reach_another_orgs_resources() {
+    let w = world().await;
+    let other = w.sc.org("globex").await;
+    let victim = w.sc.user(&other, "boss@globex.test", "nanoAdmin").await;
+    let admin = w.sc.token(&w.users["nanoAdmin"].id).await;
+    let before = w.echo.count();
+    for (method, path) in [
+        ("GET", format!("/user/{}", victim.id)),
+        ("DELETE", format!("/user/{}", victim.id)),
+    ] {
+        for cred in [
+            ("x-bintu-token", admin.as_str()),
+            ("x-bintu-apikey", w.org.api_key.as_str()),
+        ] {
+            let r = w.sc.send(method, &path, &[cred], None).await;
+            assert_eq!(r.status, 403, "{method} {path} with {}", cred.0);
+        }
+    }
+    assert!(w.sc.state.store.user(&victim.id).await.unwrap().is_some());
+    // Upstream requests carry the caller's org, never one the client names.
+    let r =
+        w.sc.send(
+            "GET",
+            "/stream",
+            &[tok(&admin), ("x-rolegate-org-id", &other.org.id)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        w.echo.last().unwrap().headers["x-rolegate-org-id"],
+        w.org.org.id.as_str()
+    );
+    assert_eq!(w.echo.count(), before + 1);
+    // A token signed for one user but naming another in `sub` is refused.
+    let a = &w.users["nanoAdmin"];
+    let t = forge(
+        &header(&a.id),
+        &claims(&victim.id),
+        &secret_of(&a.id, &a.token_key),
+    );
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_and_never_reach_the_upstream() {
+    let w = world().await;
+    let u = &w.users["nanoAdmin"];
+    let secret = secret_of(&u.id, &u.token_key);
+    let good = forge(&header(&u.id), &claims(&u.id), &secret);
+    assert_eq!(
+        w.sc.send("GET", "/stream", &[tok(&good)], None)
+            .await
+            .status,
+        200
+    );
+    let before = w.echo.count();
+    let n = now();
+    let with = |k: &str, v: Value| {
+        let mut c = claims(&u.id);
+        c[k] = v;
+        forge(&header(&u.id), &c, &secret)
+    };
+    let without = |k: &str| {
+        let mut c = claims(&u.id);
+        c.as_object_mut().unwrap().remove(k);
+        forge(&header(&u.id), &c, &secret)
+    };
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered_payload = {
+        let mut c = claims(&u.id);
+        c["sub"] = json!("someone-else");
+        format!("{}.{}.{}", parts[0], B64.encode(c.to_string()), parts[2])
+    };
+    let mut flipped = good.clone().into_bytes();
+    let last = flipped.len() - 3;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let mut cases: Vec<(&str, String)> = vec![
+        ("tampered payload", tampered_payload),
+        ("flipped signature bit", String::from_utf8(flipped).unwrap()),
+        ("signature stripped", format!("{}.{}.", parts[0], parts[1])),
+        ("two segments", format!("{}.{}", parts[0], parts[1])),
+        ("four segments", format!("{good}.x")),
+        ("wrong key", forge(&header(&u.id), &claims(&u.id), b"wrong")),
+        ("expired", with("exp", json!(n - 120))),
+        ("not yet valid", with("nbf", json!(n + 3600))),
+        ("wrong aud", with("aud", json!("other-service"))),
+        ("aud array without ours", with("aud", json!(["x", "y"]))),
+        ("wrong iss", with("iss", json!("evil"))),
+        ("missing exp", without("exp")),
+        ("missing aud", without("aud")),
+        ("missing iss", without("iss")),
+        ("missing sub", without("sub")),
+        ("string exp", with("exp", json!("99999999999"))),
+        ("string nbf", with("nbf", json!("0"))),
+        ("float exp", with("exp", json!(1e12))),
+        ("negative exp", with("exp", json!(-1))),
+        ("null exp", with("exp", Value::Null)),
+        ("garbage", "not-a-token".to_owned()),
+        (
+            "playback typ",
+            forge(
+                &json!({"alg": "HS256", "typ": "playback+jwt", "kid": u.id}),
+                &claims(&u.id),
+                &secret,
+            ),
+        ),
+        (
+            "no typ",
+            forge(
+                &json!({"alg": "HS256", "kid": u.id}),
+                &claims(&u.id),
+                &secret,
+            ),
+        ),
+        (
+            "RS256 header",
+            forge(
+                &json!({"alg": "RS256", "typ": "bintu-api+jwt", "kid": u.id}),
+                &claims(&u.id),
+                &secret,
+            ),
+        ),
+        (
+            "no kid",
+            forge(
+                &json!({"alg": "HS256", "typ": "bintu-api+jwt"}),
+                &claims(&u.id),
+                &secret,
+            ),
+        ),
+        (
+            "kid path",
+            forge(&header("../../dev/null"), &claims(&u.id), &secret),
+        ),
+        (
+            "kid sql",
+            forge(&header("x' OR '1'='1"), &claims(&u.id), &secret),
+        ),
+        (
+            "kid url",
+            forge(&header("http://127.0.0.1:1/key"), &claims(&u.id), &secret),
+        ),
+        (
+            "kid huge",
+            forge(&header(&"a".repeat(10_000)), &claims(&u.id), &secret),
+        ),
+    ];
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let h = B64.encode(json!({"alg": alg, "typ": "bintu-api+jwt", "kid": u.id}).to_string());
+        let p = B64.encode(claims(&u.id).to_string());
+        cases.push(("alg none", format!("{h}.{p}.")));
+    }
+    for (name, t) in &cases {
+        let r = w.sc.send("GET", "/stream", &[tok(t)], None).await;
+        assert_eq!(r.status, 401, "{name}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], 4002, "{name}");
+        assert!(!r.reason().is_empty(), "{name} has a reason code");
+    }
+    assert_eq!(w.echo.count(), before, "a bad token reached the upstream");
+}
+
+#[tokio::test]
+async fn credential_ambiguity_is_refused() {
+    let w = world().await;
+    let t = w.sc.token(&w.users["nanoAdmin"].id).await;
+    let bearer = format!("Bearer {t}");
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![tok(&t), ("authorization", &bearer)],
+            "multiple_credentials",
+        ),
+        (
+            vec![tok(&t), ("x-bintu-apikey", &w.org.api_key)],
+            "multiple_credentials",
+        ),
+        (vec![tok(&t), tok(&t)], "duplicate_credential_header"),
+        (
+            vec![("authorization", "Basic dXNlcjpwdw==")],
+            "unsupported_auth_scheme",
+        ),
+        (vec![], "credential_required"),
+        (vec![("x-bintu-apikey", "ak_wrong")], "unknown_api_key"),
+    ];
+    for (headers, reason) in cases {
+        let r = w.sc.send("GET", "/stream", &headers, None).await;
+        assert_eq!(r.status, 401, "{reason}");
+        assert_eq!(r.reason(), reason);
+        assert!(r.headers.get("www-authenticate").is_some());
+    }
+    assert_eq!(w.echo.count(), 0);
+    let r =
+        w.sc.send("GET", "/stream", &[("authorization", &bearer)], None)
+            .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn unknown_route_is_403_and_paths_are_normalised_once() {
+    let w = world().await;
+    let t = w.sc.token(&w.users["nanoAdmin"].id).await;
+    for (method, path) in [
+        ("GET", "/admin"),
+        ("TRACE", "/stream"),
+        ("GET", "/STREAM"),
+        ("PATCH", "/stream/x"),
+    ] {
+        let r = w.sc.send(method, path, &[tok(&t)], None).await;
+        assert_eq!(r.status, 403, "{method} {path}");
+        assert_eq!(r.reason(), "no_route");
+    }
+    let r =
+        w.sc.send("GET", "/tag/../stream//s1/", &[tok(&t)], None)
+            .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(w.echo.last().unwrap().target, "/stream/s1");
+    for bad in [
+        "/stream/%2e%2e/user",
+        "/stream%2fs1",
+        "/stream/s1;x",
+        "/stream/%C0%AF",
+    ] {
+        let r = w.sc.send("GET", bad, &[tok(&t)], None).await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    assert_eq!(w.echo.count(), 1);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let sc = Sidecar::with(Options {
+        upstream: Some(format!("http://{addr}")),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "a@acme.test", "nanoUser").await;
+    let t = sc.token(&u.id).await;
+    let r = sc.send("GET", "/stream", &[tok(&t)], None).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.reason(), "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn request_smuggling_reaches_the_upstream_as_one_request() {
+    let w = world().await;
+    let t = w.sc.token(&w.users["nanoAdmin"].id).await;
+    let raw = format!(
+        "POST /stream HTTP/1.1\r\nHost: x\r\nX-BINTU-TOKEN: {t}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /user HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    let _ = crate::support::raw(&w.sc.base, raw.as_bytes()).await;
+    let seen = w.echo.all();
+    assert!(seen.len() <= 1, "upstream saw {} requests", seen.len());
+    assert!(seen.iter().all(|s| s.target == "/stream"));
+}
+
+#[tokio::test]
+async fn a_policy_with_a_type_error_refuses_start_up_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(
+        &crate::support::repo().join("policies"),
+        &dir.path().join("policies"),
+    );
+    crate::support::copy_dir(
+        &crate::support::repo().join("schema"),
+        &dir.path().join("schema"),
+    );
+    std::fs::write(
+        dir.path().join("policies/nanoUser.cedar"),
+        "@id(\"nanoUser\")\npermit (principal in Role::\"nanoUser\", action, resource)\nwhen { principal.org == 3 };\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--policies-dir")
+        .arg(dir.path().join("policies"))
+        .arg("--schema-dir")
+        .arg(dir.path().join("schema"))
+        .arg("--store")
+        .arg(dir.path().join("x.db"))
+        .env("ROLEGATE_MASTER_SECRET", MASTER_SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("nanoUser.cedar:3:"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_settings_stop_start_up_naming_the_setting() {
+    let bin = env!("CARGO_BIN_EXE_rolegate");
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["serve"],
+            vec![("ROLEGATE_MASTER_SECRET", MASTER_SECRET)],
+            "upstream",
+        ),
+        (
+            vec!["serve", "--upstream", "ftp://x"],
+            vec![("ROLEGATE_MASTER_SECRET", MASTER_SECRET)],
+            "upstream",
+        ),
+        (
+            vec!["serve", "--upstream", "http://127.0.0.1:9"],
+            vec![],
+            "master_secret",
+        ),
+        (
+            vec!["serve", "--upstream", "http://127.0.0.1:9"],
+            vec![("ROLEGATE_MASTER_SECRET", "short")],
+            "master_secret",
+        ),
+        (
+            vec![
+                "serve",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--listen",
+                "nowhere",
+            ],
+            vec![("ROLEGATE_MASTER_SECRET", MASTER_SECRET)],
+            "listen",
+        ),
+    ];
+    for (args, env, setting) in cases {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(&args)
+            .current_dir(crate::support::repo())
+            .env_remove("ROLEGATE_MASTER_SECRET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("setting `{setting}`")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_demo_shows_allow_and_deny() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args([
+            "demo",
+            "--exit-after",
+            "20",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(crate::support::repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|l| !l.starts_with("Press Ctrl-C"))
+            .collect()
+    })
+    .await
+    .unwrap();
+    let value = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(prefix)
+                    .map(|v| v.trim().trim_matches('\'').to_owned())
+            })
+            .unwrap_or_else(|| panic!("no `{prefix}` in demo output: {lines:?}"))
+    };
+    let base = value("sidecar:");
+    let observer = value("export OBSERVER=");
+    let admin = value("export ADMIN=");
+    let r = crate::support::send(&base, "GET", "/stream", &[tok(&observer)], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r =
+        crate::support::send(&base, "DELETE", "/stream/stream-1", &[tok(&observer)], None).await;
+    assert_eq!(r.status, 403);
+    let r = crate::support::send(&base, "POST", "/stream", &[tok(&admin)], Some("{}")).await;
+    assert_eq!(r.status, 201);
+    let _ = child.kill();
+    let _ = child.wait();
 }

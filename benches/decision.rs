@@ -27,10 +27,15 @@ fn bench(c: &mut Criterion) {
     })
     .unwrap();
     let snap = policies.current();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore = rt
-        .block_on(rolegate::store::open(&dir.path().join("b.db").display().to_string()))
+        .block_on(rolegate::store::open(
+            &dir.path().join("b.db").display().to_string(),
+        ))
         .unwrap();
     let org = rt.block_on(store.create_org("bench")).unwrap();
     let user = rt
@@ -66,16 +71,26 @@ fn bench(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert("x-bintu-token", HeaderValue::from_str(&t).unwrap());
 
-    c.bench_function("credential_parse", |b| b.iter(|| credential::extract(black_box(&headers)).unwrap()));
+    c.bench_function("credential_parse", |b| {
+        b.iter(|| credential::extract(black_box(&headers)).unwrap())
+    });
     c.bench_function("token_verify", |b| {
         b.iter(|| {
             let kid = token::key_id(black_box(&t)).unwrap();
             token::verify(&t, &key, &validation, &settings, &kid, now).unwrap()
         })
     });
-    c.bench_function("cache_hit", |b| b.iter(|| rt.block_on(cache.user(black_box(&user.id))).unwrap()));
+    c.bench_function("cache_hit", |b| {
+        b.iter(|| rt.block_on(cache.user(black_box(&user.id))).unwrap())
+    });
     c.bench_function("route_match", |b| {
-        b.iter(|| snap.routes.find(black_box("DELETE"), black_box("/stream/abc")).unwrap().route.index)
+        b.iter(|| {
+            snap.routes
+                .find(black_box("DELETE"), black_box("/stream/abc"))
+                .unwrap()
+                .route
+                .index
+        })
     });
     let facts = RequestFacts {
         method: "GET",
@@ -89,13 +104,36 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let p = entities::user(&user.id, "nanoUser", &org.org.id);
             let r = entities::resource("Stream", "abc", &org.org.id);
-            snap.decide(p, &action, r, entities::context(&facts)).allowed
+            snap.decide(p, &action, r, entities::context(&facts))
+                .allowed
+        })
+    });
+    c.bench_function("entities_build", |b| {
+        b.iter(|| {
+            (
+                entities::user(&user.id, "nanoUser", &org.org.id),
+                entities::resource("Stream", "abc", &org.org.id),
+            )
+        })
+    });
+    c.bench_function("context_build", |b| {
+        b.iter(|| entities::context(black_box(&facts)))
+    });
+    let p0 = entities::user(&user.id, "nanoUser", &org.org.id);
+    let r0 = entities::resource("Stream", "abc", &org.org.id);
+    let c0 = entities::context(&facts);
+    c.bench_function("cedar_evaluate_only", |b| {
+        b.iter(|| {
+            snap.decide(p0.clone(), &action, r0.clone(), c0.clone())
+                .allowed
         })
     });
     c.bench_function("decision_path", |b| {
         b.iter(|| {
             let cred = credential::extract(&headers).unwrap();
-            let credential::Credential::UserToken(tok) = cred else { unreachable!() };
+            let credential::Credential::UserToken(tok) = cred else {
+                unreachable!()
+            };
             let kid = token::key_id(tok).unwrap();
             let u = rt.block_on(cache.user(&kid)).unwrap().value.unwrap();
             token::verify(tok, &u.key, &validation, &settings, &u.id, now).unwrap();

@@ -92,6 +92,9 @@ pub struct Overrides {
     /// Worker threads of the runtime (default: one per core)
     #[arg(long, env = "ROLEGATE_WORKER_THREADS", global = true)]
     pub worker_threads: Option<usize>,
+    /// SIGTERM grace period for in-flight requests, in seconds
+    #[arg(long, env = "ROLEGATE_DRAIN_SECONDS", global = true)]
+    pub drain_seconds: Option<u64>,
     /// Benchmark only: forward every request without authorization
     #[arg(long, env = "ROLEGATE_PASSTHROUGH", global = true)]
     pub passthrough: Option<bool>,
@@ -415,7 +418,12 @@ impl Settings {
                 1,
             )?,
             worker_threads,
-            drain: secs("drain_seconds", file.drain_seconds, DEFAULT_DRAIN_SECS, 0)?,
+            drain: secs(
+                "drain_seconds",
+                o.drain_seconds.or(file.drain_seconds),
+                DEFAULT_DRAIN_SECS,
+                0,
+            )?,
             trusted_proxies,
             upstream_timeout: secs(
                 "upstream_timeout_secs",

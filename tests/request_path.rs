@@ -792,3 +792,108 @@ async fn the_demo_shows_allow_and_deny() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn upstream_that_never_answers_is_504() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let sc = Sidecar::with(Options {
+        upstream: Some(format!("http://{addr}")),
+        config: "upstream_timeout_secs = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "a@acme.test", "nanoUser").await;
+    let t = sc.token(&u.id).await;
+    let r = sc.send("GET", "/stream", &[tok(&t)], None).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.reason(), "upstream_timeout");
+    hold.abort();
+}
+
+#[tokio::test]
+async fn the_store_survives_a_restart_and_the_cli_bootstraps_users() {
+    let echo = Echo::start().await;
+    let sc = Sidecar::start(&echo).await;
+    let config = sc.dir.path().join("rolegate.toml");
+    let dir = sc.stop().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("ROLEGATE_MASTER_SECRET")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let id = cli(&[
+        "user",
+        "add",
+        "--org",
+        "acme",
+        "--email",
+        "cli@acme.test",
+        "--role",
+        "nanoUser",
+    ]);
+    assert!(cli(&["user", "list", "--org", "acme"]).contains(&id));
+    let token = cli(&["token", "issue", "--user", &id]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "user",
+            "add",
+            "--org",
+            "acme",
+            "--email",
+            "x@acme.test",
+            "--role",
+            "nanoRoot",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid roles: nanoAdmin"));
+
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&token)], None).await.status,
+        200
+    );
+    let dir = sc.stop().await;
+    cli(&["user", "rotate", "--user", &id]);
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&token)], None).await.status,
+        401
+    );
+    let fresh = sc.token(&id).await;
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&fresh)], None).await.status,
+        200
+    );
+}

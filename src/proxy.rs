@@ -257,103 +257,34 @@ async fn resource_org(
     Ok(own)
 }
 
-/// The whole request path. Never panics, never fails open.
-pub async fn handle(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<ProxyBody> {
-    let request_id = state.next_request_id();
-    match handle_inner(&state, req, peer, &request_id).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let (status, _, reason) = e.parts();
-            if status.is_server_error() {
-                tracing::warn!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request failed");
-            } else {
-                tracing::debug!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request refused");
-            }
-            state.metrics.count(
-                if status == StatusCode::FORBIDDEN {
-                    "deny"
-                } else {
-                    "error"
-                },
-                reason,
-            );
-            e.into_response(Some(&request_id)).map(Either::Right)
-        }
-    }
+/// What the decision step hands on: the caller, the matched route and the snapshot it was decided with.
+pub struct Authorized {
+    pub caller: Caller,
+    pub route: Route,
+    pub params: Vec<(String, String)>,
+    pub snapshot: Arc<PolicySnapshot>,
 }
 
-async fn handle_inner(
+/// Credential → principal → route → Cedar, for a request already normalised.
+/// The proxy and the forward-auth endpoint both decide through this.
+pub async fn authorize(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    client_ip: std::net::IpAddr,
     request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, ApiError> {
-    if !state.is_ready() {
-        return Err(ApiError::NotReady);
-    }
-    let client_ip = peer.ip();
-    let path = path::normalize(req.uri().path()).map_err(|e| ApiError::BadRequest {
-        reason: e.reason(),
-        message: format!("Invalid request path: {e}"),
-        userinfo: serde_json::json!({}),
-    })?;
-    let query = req.uri().query().map(str::to_owned);
-    let path_and_query = match &query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
-    };
-    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u64::MAX);
-        if len > state.settings.max_body_bytes {
-            return Err(ApiError::PayloadTooLarge);
-        }
-    }
-
-    if state.settings.passthrough {
-        return forward(
-            state,
-            req,
-            &path_and_query,
-            &Caller::anonymous(),
-            request_id,
-            client_ip,
-        )
-        .await;
-    }
-
-    // Playback prefix: decided with the playback token's facts (see playback.rs).
-    if let Some(prefix) = &state.settings.playback_prefix {
-        if path == *prefix || path.starts_with(&format!("{prefix}/")) {
-            return crate::handlers::guarded_playback(
-                state,
-                req,
-                &path,
-                &path_and_query,
-                request_id,
-                client_ip,
-            )
-            .await;
-        }
-    }
-
+) -> Result<Authorized, ApiError> {
     let snapshot = state.policies.current();
     let started = Instant::now();
-    let cred = credential::extract(req.headers())?;
+    let cred = credential::extract(headers)?;
     let caller = authenticate(state, &cred).await?;
     state
         .metrics
         .observe("credential", started.elapsed().as_secs_f64());
 
-    let method = req.method().as_str();
-    let Some(m) = snapshot.routes.find(method, &path) else {
+    let Some(m) = snapshot.routes.find(method, path) else {
         tracing::info!(
             request_id = request_id.to_str().unwrap_or(""),
             method,
@@ -376,10 +307,10 @@ async fn handle_inner(
         let org = resource_org(state, &route, &resource_id, &caller).await?;
         let facts = RequestFacts {
             method,
-            path: &path,
+            path,
             credential: caller.kind,
             client_ip,
-            tag_filter: path::query_has_tag_filter(query.as_deref()),
+            tag_filter: path::query_has_tag_filter(query),
         };
         let decided = Instant::now();
         let outcome = decide_action(
@@ -418,6 +349,129 @@ async fn handle_inner(
             return Err(ApiError::Denied("policy_deny"));
         }
     }
+
+    Ok(Authorized {
+        caller,
+        route,
+        params,
+        snapshot,
+    })
+}
+
+/// The whole request path. Never panics, never fails open.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let request_id = state.next_request_id();
+    match handle_inner(&state, req, peer, &request_id).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (status, _, reason) = e.parts();
+            if status.is_server_error() {
+                tracing::warn!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request failed");
+            } else {
+                tracing::debug!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request refused");
+            }
+            state.metrics.count(
+                if status == StatusCode::FORBIDDEN {
+                    "deny"
+                } else {
+                    "error"
+                },
+                reason,
+            );
+            e.into_response(Some(&request_id)).map(Either::Right)
+        }
+    }
+}
+
+async fn handle_inner(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::NotReady);
+    }
+    let client_ip =
+        crate::client_addr::client_ip(peer.ip(), req.headers(), &state.settings.trusted_proxies);
+    let path = path::normalize(req.uri().path()).map_err(|e| ApiError::BadRequest {
+        reason: e.reason(),
+        message: format!("Invalid request path: {e}"),
+        userinfo: serde_json::json!({}),
+    })?;
+    let query = req.uri().query().map(str::to_owned);
+    let path_and_query = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX);
+        if len > state.settings.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge);
+        }
+    }
+
+    // Forward-auth questions are only taken from trusted proxies; from anyone
+    // else this path is an ordinary request (no route: denied).
+    if path == crate::forward_auth::PATH
+        && crate::client_addr::is_trusted(peer.ip(), &state.settings.trusted_proxies)
+    {
+        return crate::forward_auth::handle(state, req.headers(), client_ip, request_id)
+            .await
+            .map(|r| r.map(Either::Right));
+    }
+
+    if state.settings.passthrough {
+        return forward(
+            state,
+            req,
+            &path_and_query,
+            &Caller::anonymous(),
+            request_id,
+            client_ip,
+        )
+        .await;
+    }
+
+    // Playback prefix: decided with the playback token's facts (see playback.rs).
+    if let Some(prefix) = &state.settings.playback_prefix {
+        if path == *prefix || path.starts_with(&format!("{prefix}/")) {
+            return crate::handlers::guarded_playback(
+                state,
+                req,
+                &path,
+                &path_and_query,
+                request_id,
+                client_ip,
+            )
+            .await;
+        }
+    }
+
+    let decided = authorize(
+        state,
+        req.method().as_str(),
+        &path,
+        query.as_deref(),
+        req.headers(),
+        client_ip,
+        request_id,
+    )
+    .await?;
+    let Authorized {
+        caller,
+        route,
+        params,
+        snapshot,
+    } = decided;
 
     if route.is_upstream() {
         let resp = forward(state, req, &path_and_query, &caller, request_id, client_ip).await?;

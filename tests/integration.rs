@@ -3,4 +3,5 @@
 
 mod support;
 
+mod forward_auth;
 mod request_path;

@@ -1,0 +1,128 @@
+//! Forward-auth: the endpoint proxies call before forwarding a request
+//! themselves (nginx `auth_request`, Traefik ForwardAuth). It runs exactly the
+//! proxy's credential → principal → route → Cedar path on the *original*
+//! request, which the proxy describes in headers:
+//!
+//! - nginx (as configured in `deploy/nginx/`): `X-Original-Method`, `X-Original-URI`;
+//! - Traefik: `X-Forwarded-Method`, `X-Forwarded-Uri` (and `X-Forwarded-Host`).
+//!
+//! Those headers are believed only from `trusted_proxies`; from anyone else the
+//! request is judged as what it is (a request for this path, which no route
+//! allows). An allow is a 200 carrying the identity headers for the proxy to
+//! copy; a deny is the usual 401/403 with the platform's error body.
+//! Only upstream routes can be authorized this way: rolegate's own endpoints
+//! (users, tokens, playback) must be proxied to rolegate itself.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::app::AppState;
+use crate::error::{empty_response, ApiError, LocalBody};
+use crate::forward::{self, Identity};
+use crate::path;
+
+pub const PATH: &str = "/_rolegate/forward-auth";
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_param(
+            "duplicate_forwarded_header",
+            name,
+            format!("`{name}` sent more than once"),
+        ));
+    }
+    v.to_str().map(Some).map_err(|_| {
+        ApiError::bad_param(
+            "bad_forwarded_header",
+            name,
+            format!("`{name}` is not visible ASCII"),
+        )
+    })
+}
+
+/// One of two header spellings; both present and different is a 400.
+fn either<'a>(
+    headers: &'a HeaderMap,
+    a: &'static str,
+    b: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    match (header(headers, a)?, header(headers, b)?) {
+        (Some(x), Some(y)) if x != y => Err(ApiError::bad_param(
+            "conflicting_forwarded_headers",
+            a,
+            format!("`{a}` and `{b}` disagree"),
+        )),
+        (Some(x), _) | (None, Some(x)) => Ok(Some(x)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Decide the original request described by a trusted proxy's headers.
+pub async fn handle(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    client_ip: IpAddr,
+    request_id: &HeaderValue,
+) -> Result<Response<LocalBody>, ApiError> {
+    let method = either(headers, "x-original-method", "x-forwarded-method")?.ok_or_else(|| {
+        ApiError::bad_param(
+            "missing_original_method",
+            "x-original-method",
+            "Parameter required",
+        )
+    })?;
+    let uri = either(headers, "x-original-uri", "x-forwarded-uri")?.ok_or_else(|| {
+        ApiError::bad_param(
+            "missing_original_uri",
+            "x-original-uri",
+            "Parameter required",
+        )
+    })?;
+    let (raw_path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri, None),
+    };
+    // The proxy forwards the target as the client sent it, so rolegate cannot
+    // rewrite it as in proxy mode: anything normalisation would change is refused.
+    let normal = path::normalize(raw_path).map_err(|e| ApiError::BadRequest {
+        reason: e.reason(),
+        message: format!("Invalid request path: {e}"),
+        userinfo: serde_json::json!({}),
+    })?;
+    if normal != raw_path {
+        return Err(ApiError::bad_param(
+            "path_not_normal",
+            "x-original-uri",
+            "Request path is not in normal form",
+        ));
+    }
+    let method = method.to_ascii_uppercase();
+    let decided = crate::proxy::authorize(
+        state, &method, &normal, query, headers, client_ip, request_id,
+    )
+    .await?;
+    if !decided.route.is_upstream() {
+        return Err(ApiError::Denied("not_forwardable"));
+    }
+    let caller = &decided.caller;
+    let mut resp = empty_response(StatusCode::OK);
+    forward::set_identity(
+        resp.headers_mut(),
+        &Identity {
+            user_id: caller.user_id.as_deref(),
+            org_id: caller.org.as_deref(),
+            role: caller.role.as_deref(),
+            credential: caller.kind.as_str(),
+        },
+        request_id,
+        client_ip,
+    );
+    state.metrics.count("allow", "forward_auth");
+    Ok(resp)
+}

@@ -124,7 +124,9 @@ impl RequestCtx {
     }
 }
 
-fn decide_action(
+/// The route-level decision, as a pure function of the snapshot: the proxy, `rolegate test`
+/// and `rolegate explain` all decide through it, so the tools cannot drift from the proxy.
+pub fn decide_action(
     snapshot: &PolicySnapshot,
     caller: &Caller,
     action: &str,

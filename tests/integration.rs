@@ -2,4 +2,5 @@
 
 mod support;
 
+mod policy_tools;
 mod request_path;

@@ -81,7 +81,7 @@ pub fn policy_source(o: &Overrides) -> Result<PolicySource, ExitCode> {
         policies_dir: o
             .policies_dir
             .clone()
-            .or(file.policies_dir.map(rel.clone()))
+            .or(file.policies_dir.map(rel))
             .unwrap_or_else(|| crate::config::DEFAULT_POLICIES_DIR.into()),
         schema_dir: o
             .schema_dir

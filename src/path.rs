@@ -111,7 +111,7 @@ fn check_bytes(bytes: &[u8]) -> Result<(), PathError> {
                 if matches!(decoded, b'/' | b'\\' | b'.' | 0) {
                     return Err(PathError::EncodedSeparator);
                 }
-                if decoded >= 0x80 || decoded < 0x20 || decoded == 0x7f {
+                if !(0x20..0x80).contains(&decoded) || decoded == 0x7f {
                     return Err(PathError::BadEncoding);
                 }
                 i += 3;

@@ -1,5 +1,8 @@
 //! All integration tests, linked into one binary.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod policy_tools;

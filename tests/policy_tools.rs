@@ -71,7 +71,10 @@ fn check_names_file_and_line_of_each_broken_fixture() {
 #[test]
 fn shipped_policies_are_formatted() {
     let changed = rolegate::tools::fmt::unformatted(&repo().join("policies")).unwrap();
-    let names: Vec<_> = changed.iter().map(|c| c.path.display().to_string()).collect();
+    let names: Vec<_> = changed
+        .iter()
+        .map(|c| c.path.display().to_string())
+        .collect();
     assert!(names.is_empty(), "run `rolegate fmt`: {names:?}");
     let o = rolegate(&["fmt", "--check"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -239,8 +242,14 @@ async fn broken_reload_keeps_the_live_set_and_a_good_one_changes_the_next_decisi
     let ro = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
     let op = sc.user(&org, "op@acme.test", "nanoUser").await;
     let (ro, op) = (sc.token(&ro.id).await, sc.token(&op.id).await);
-    assert_eq!(sc.send("POST", "/stream", &[tok(&ro)], None).await.status, 403);
-    assert_eq!(sc.send("POST", "/stream", &[tok(&op)], None).await.status, 200);
+    assert_eq!(
+        sc.send("POST", "/stream", &[tok(&ro)], None).await.status,
+        403
+    );
+    assert_eq!(
+        sc.send("POST", "/stream", &[tok(&op)], None).await.status,
+        200
+    );
 
     // A syntax error in one file: refused, old set stays, counted, reported with file:line.
     let file = sc.policies_dir().join("nanoUser.cedar");
@@ -250,7 +259,10 @@ async fn broken_reload_keeps_the_live_set_and_a_good_one_changes_the_next_decisi
     let r = ops_post(&sc, "/reload").await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(sc.state.policies.current().version, before);
-    assert_eq!(sc.send("POST", "/stream", &[tok(&op)], None).await.status, 200);
+    assert_eq!(
+        sc.send("POST", "/stream", &[tok(&op)], None).await.status,
+        200
+    );
     assert!(metric(&sc, "rolegate_policy_reload_failures_total").await >= 1.0);
     let status = sc.ops_get("/status").await.json();
     let last = status["policy"]["last_reload_error"].as_str().unwrap_or("");
@@ -264,7 +276,10 @@ async fn broken_reload_keeps_the_live_set_and_a_good_one_changes_the_next_decisi
     std::fs::write(&ro_file, grant).unwrap();
     let r = ops_post(&sc, "/reload").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(sc.send("POST", "/stream", &[tok(&ro)], None).await.status, 200);
+    assert_eq!(
+        sc.send("POST", "/stream", &[tok(&ro)], None).await.status,
+        200
+    );
     let status = sc.ops_get("/status").await.json();
     assert!(status["policy"]["last_reload_error"].is_null(), "{status}");
     assert!(metric(&sc, "rolegate_policy_reloads_total").await >= 1.0);
@@ -277,7 +292,10 @@ async fn a_file_edit_is_picked_up_without_any_trigger() {
     let org = sc.org("acme").await;
     let ro = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
     let ro = sc.token(&ro.id).await;
-    assert_eq!(sc.send("POST", "/stream", &[tok(&ro)], None).await.status, 403);
+    assert_eq!(
+        sc.send("POST", "/stream", &[tok(&ro)], None).await.status,
+        403
+    );
     let ro_file = sc.policies_dir().join("nanoReadOnly.cedar");
     let mut grant = std::fs::read_to_string(&ro_file).unwrap();
     grant.push_str(GRANT_OBSERVER_CREATE);
@@ -286,7 +304,11 @@ async fn a_file_edit_is_picked_up_without_any_trigger() {
     let mut status = 0;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        status = sc.send("POST", "/stream", &[tok(&ro)], None).await.status.as_u16();
+        status = sc
+            .send("POST", "/stream", &[tok(&ro)], None)
+            .await
+            .status
+            .as_u16();
         if status == 200 {
             break;
         }
@@ -387,10 +409,26 @@ async fn a_custom_role_added_at_runtime_is_listed_and_enforced() {
     let org = sc.org("acme").await;
     let u = sc.user(&org, "ops@acme.test", "nanoOps").await;
     let t = sc.token(&u.id).await;
-    assert_eq!(sc.send("POST", "/stream/s1/stop", &[tok(&t)], None).await.status, 200);
-    assert_eq!(sc.send("GET", "/stream/s1", &[tok(&t)], None).await.status, 200);
-    assert_eq!(sc.send("POST", "/stream", &[tok(&t)], None).await.status, 403);
-    assert_eq!(sc.send("DELETE", "/stream/s1", &[tok(&t)], None).await.status, 403);
+    assert_eq!(
+        sc.send("POST", "/stream/s1/stop", &[tok(&t)], None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        sc.send("GET", "/stream/s1", &[tok(&t)], None).await.status,
+        200
+    );
+    assert_eq!(
+        sc.send("POST", "/stream", &[tok(&t)], None).await.status,
+        403
+    );
+    assert_eq!(
+        sc.send("DELETE", "/stream/s1", &[tok(&t)], None)
+            .await
+            .status,
+        403
+    );
 }
 
 #[tokio::test]
@@ -412,15 +450,30 @@ async fn shadow_disagreements_are_counted_while_the_live_set_decides() {
     let org = sc.org("acme").await;
     let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
     let t = sc.token(&u.id).await;
-    assert_eq!(metric(&sc, "rolegate_shadow_disagreements_total").await, 0.0);
+    assert_eq!(
+        metric(&sc, "rolegate_shadow_disagreements_total").await,
+        0.0
+    );
     // Agreement: both sets allow a read.
-    assert_eq!(sc.send("GET", "/stream", &[tok(&t)], None).await.status, 200);
-    assert_eq!(metric(&sc, "rolegate_shadow_disagreements_total").await, 0.0);
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+        200
+    );
+    assert_eq!(
+        metric(&sc, "rolegate_shadow_disagreements_total").await,
+        0.0
+    );
     // Disagreement: the shadow set would allow; the live deny is what counts.
     for _ in 0..3 {
-        assert_eq!(sc.send("POST", "/stream", &[tok(&t)], None).await.status, 403);
+        assert_eq!(
+            sc.send("POST", "/stream", &[tok(&t)], None).await.status,
+            403
+        );
     }
-    assert_eq!(metric(&sc, "rolegate_shadow_disagreements_total").await, 3.0);
+    assert_eq!(
+        metric(&sc, "rolegate_shadow_disagreements_total").await,
+        3.0
+    );
     assert_eq!(echo.count(), 1);
 }
 
@@ -458,7 +511,14 @@ async fn ready_is_503_until_started_and_200_after() {
     let running = rolegate::app::start(state.clone()).await.unwrap();
     let r = send(&ops, "GET", "/ready", &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = send(&format!("http://{}", running.ops_addr), "GET", "/ready", &[], None).await;
+    let r = send(
+        &format!("http://{}", running.ops_addr),
+        "GET",
+        "/ready",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     running.shutdown().await;
     assert!(!state.is_ready());
@@ -480,7 +540,9 @@ async fn slow_upstream() -> String {
                 let mut buf = vec![0u8; 8192];
                 let mut head = Vec::new();
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let Ok(n) = s.read(&mut buf).await else { return };
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -534,7 +596,18 @@ async fn sigterm_drains_a_slow_response_whole_and_exits_zero() {
     let bin = env!("CARGO_BIN_EXE_rolegate");
     // An organisation to call as; its API key is printed once on stderr.
     let add = Command::new(bin)
-        .args(["--config", &cfg, "user", "add", "--org", "acme", "--email", "a@acme.test", "--role", "nanoAdmin"])
+        .args([
+            "--config",
+            &cfg,
+            "user",
+            "add",
+            "--org",
+            "acme",
+            "--email",
+            "a@acme.test",
+            "--role",
+            "nanoAdmin",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&add.stderr).into_owned();
@@ -557,7 +630,9 @@ async fn sigterm_drains_a_slow_response_whole_and_exits_zero() {
     let mut ready = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if tokio::net::TcpStream::connect(("127.0.0.1", ops)).await.is_ok()
+        if tokio::net::TcpStream::connect(("127.0.0.1", ops))
+            .await
+            .is_ok()
             && send(&ops_url, "GET", "/ready", &[], None).await.status == 200
         {
             ready = true;
@@ -568,7 +643,14 @@ async fn sigterm_drains_a_slow_response_whole_and_exits_zero() {
 
     let base = format!("http://127.0.0.1:{data}");
     let req = tokio::spawn(async move {
-        send(&base, "GET", "/stream/s1", &[("x-bintu-apikey", &key)], None).await
+        send(
+            &base,
+            "GET",
+            "/stream/s1",
+            &[("x-bintu-apikey", &key)],
+            None,
+        )
+        .await
     });
     // The request is now waiting on the upstream: stop the sidecar.
     tokio::time::sleep(Duration::from_millis(700)).await;

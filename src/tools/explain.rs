@@ -27,7 +27,11 @@ pub fn render(probe: &Probe, ex: &Explanation) -> String {
                 r.method, r.template, r.handler
             );
             let _ = writeln!(out, "action:    Action::\"{}\"", r.action);
-            let _ = writeln!(out, "resource:  {} (org `{}`)", ex.resource, ex.resource_org);
+            let _ = writeln!(
+                out,
+                "resource:  {} (org `{}`)",
+                ex.resource, ex.resource_org
+            );
         }
         None => {
             let _ = writeln!(out, "route:     none (denied as `no_route`)");

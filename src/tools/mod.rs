@@ -41,7 +41,10 @@ pub fn fmt_command(o: &Overrides, args: &FmtArgs) -> Result<ExitCode, ExitCode> 
         return if changed.is_empty() {
             Ok(ExitCode::SUCCESS)
         } else {
-            eprintln!("{} file(s) not formatted; run `rolegate fmt`", changed.len());
+            eprintln!(
+                "{} file(s) not formatted; run `rolegate fmt`",
+                changed.len()
+            );
             Err(ExitCode::FAILURE)
         };
     }
@@ -104,8 +107,8 @@ fn list_or_none(items: &[String]) -> String {
 /// `rolegate explain`.
 pub fn explain_command(o: &Overrides, args: &ExplainArgs) -> Result<ExitCode, ExitCode> {
     let snapshot = load(o)?;
-    let caller = testing::CallerSpec::new(args.role.as_deref(), args.credential.as_deref())
-        .map_err(fail)?;
+    let caller =
+        testing::CallerSpec::new(args.role.as_deref(), args.credential.as_deref()).map_err(fail)?;
     let probe = testing::Probe {
         caller,
         method: args.method.to_ascii_uppercase(),

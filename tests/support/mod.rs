@@ -131,6 +131,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub const MASTER_SECRET: &str = "test-master-secret-0123456789abcdef0123456789";
 
 /// Options for a test sidecar.
+#[derive(Default)]
 pub struct Options {
     pub upstream: Option<String>,
     /// Extra TOML lines for the config file.
@@ -139,17 +140,6 @@ pub struct Options {
     pub dir: Option<Arc<tempfile::TempDir>>,
     /// Store location override (e.g. a postgres:// URL).
     pub store: Option<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            upstream: None,
-            config: String::new(),
-            dir: None,
-            store: None,
-        }
-    }
 }
 
 /// rolegate, in-process, on loopback port 0.

@@ -116,6 +116,7 @@ impl RequestCtx {
                 self.request_id(),
                 &self.route,
                 action,
+                &format!("{resource_type}::\"{resource_id}\""),
                 &self.caller,
                 &outcome,
             );
@@ -151,11 +152,20 @@ pub fn decide_action(
     )
 }
 
-fn log_deny(request_id: &str, route: &Route, action: &str, caller: &Caller, outcome: &Outcome) {
+/// The one structured line of a deny: the same facts `rolegate explain` prints.
+fn log_deny(
+    request_id: &str,
+    route: &Route,
+    action: &str,
+    resource: &str,
+    caller: &Caller,
+    outcome: &Outcome,
+) {
     tracing::info!(
         request_id,
         route = %format_args!("{} {}", route.method, route.template),
         action,
+        resource,
         principal = %caller.actor(),
         role = caller.role.as_deref().unwrap_or(""),
         policies = ?outcome.policies,
@@ -410,6 +420,7 @@ async fn handle_inner(
                 request_id.to_str().unwrap_or(""),
                 &route,
                 &route.action,
+                &format!("{}::\"{resource_id}\"", route.resource_type),
                 &caller,
                 &outcome,
             );

@@ -343,6 +343,33 @@ async fn requests_during_reloads_never_see_a_mixed_set() {
     write_set(&a, false);
     write_set(&b, true);
     copy_dir(&repo().join("schema"), &dir.path().join("schema"));
+    // The detector works: each set denies, a mix of the two allows.
+    let mixed = dir.path().join("mixed");
+    write_set(&mixed, false);
+    std::fs::copy(
+        b.join("nanoReadOnly.cedar"),
+        mixed.join("nanoReadOnly.cedar"),
+    )
+    .unwrap();
+    let schema = dir.path().join("schema");
+    for (set, allowed) in [(&a, false), (&b, false), (&mixed, true)] {
+        let snap = rolegate::policy::loader::load(
+            &rolegate::policy::PolicySource {
+                policies_dir: set.clone(),
+                schema_dir: schema.clone(),
+            },
+            1,
+        )
+        .unwrap();
+        let probe = rolegate::tools::testing::Probe {
+            caller: rolegate::tools::testing::CallerSpec::Role("nanoReadOnly".into()),
+            method: "POST".into(),
+            target: "/stream".into(),
+            other_org: false,
+        };
+        let ex = rolegate::tools::testing::evaluate(&snap, &probe).unwrap();
+        assert_eq!(ex.allowed(), allowed, "{}", set.display());
+    }
     let link = dir.path().join("policies");
     std::os::unix::fs::symlink(&a, &link).unwrap();
     let echo = Echo::start().await;

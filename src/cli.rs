@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `check`, and bootstrapping commands that
+//! The command line: `serve`, `demo`, the policy tools (`check`, `fmt`, `test`,
+//! `explain`), and bootstrapping commands that
 //! work on the store directly, without any API (`user …`, `token issue`).
 
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Validate policies, schema, route table and roles (exit 0 valid, 3 invalid, 1 other failure)
     Check,
+    /// Format the policy files with Cedar's formatter (`--check`: exit 1 and name files that would change)
+    Fmt(FmtArgs),
+    /// Run request-level policy tests (default: policies/tests/*.toml); exit 0 all pass, 1 any failure
+    Test(TestArgs),
+    /// Show how a request by a caller is decided: route, action, resource, decision, policies, errors
+    Explain(ExplainArgs),
     /// Manage users in the store directly (bootstrapping)
     #[command(subcommand)]
     User(UserCommand),
@@ -47,6 +54,38 @@ pub struct DemoArgs {
     /// Exit after this many seconds (default: run until Ctrl-C)
     #[arg(long)]
     pub exit_after: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// Change nothing; exit 1 if any file is not formatted
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test files (TOML with `[[case]]` tables); default `<policies_dir>/tests/*.toml`
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["role", "credential"])))]
+pub struct ExplainArgs {
+    /// The caller is a user with this role
+    #[arg(long)]
+    pub role: Option<String>,
+    /// The caller is a credential: apikey, playerkey or anonymous
+    #[arg(long)]
+    pub credential: Option<String>,
+    #[arg(long)]
+    pub method: String,
+    /// Path, with the query where it matters (`/stream?tags[]=a`)
+    #[arg(long)]
+    pub path: String,
+    /// The resource belongs to another organisation than the caller's
+    #[arg(long)]
+    pub other_org: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +168,9 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime(None).and_then(|rt| rt.block_on(crate::demo::run(&cli.overrides, args)))
         }
         Command::Check => crate::bootstrap::check(&cli.overrides),
+        Command::Fmt(args) => crate::tools::fmt_command(&cli.overrides, args),
+        Command::Test(args) => crate::tools::test_command(&cli.overrides, args),
+        Command::Explain(args) => crate::tools::explain_command(&cli.overrides, args),
         Command::User(cmd) => settings(&cli, false).and_then(|s| {
             runtime(Some(1)).and_then(|rt| rt.block_on(crate::bootstrap::user(s, cmd)))
         }),

@@ -27,3 +27,4 @@ pub mod reload;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod tools;

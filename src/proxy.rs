@@ -116,6 +116,7 @@ impl RequestCtx {
                 self.request_id(),
                 &self.route,
                 action,
+                &format!("{resource_type}::\"{resource_id}\""),
                 &self.caller,
                 &outcome,
             );
@@ -124,7 +125,9 @@ impl RequestCtx {
     }
 }
 
-fn decide_action(
+/// The route-level decision, as a pure function of the snapshot: the proxy, `rolegate test`
+/// and `rolegate explain` all decide through it, so the tools cannot drift from the proxy.
+pub fn decide_action(
     snapshot: &PolicySnapshot,
     caller: &Caller,
     action: &str,
@@ -149,11 +152,20 @@ fn decide_action(
     )
 }
 
-fn log_deny(request_id: &str, route: &Route, action: &str, caller: &Caller, outcome: &Outcome) {
+/// The one structured line of a deny: the same facts `rolegate explain` prints.
+fn log_deny(
+    request_id: &str,
+    route: &Route,
+    action: &str,
+    resource: &str,
+    caller: &Caller,
+    outcome: &Outcome,
+) {
     tracing::info!(
         request_id,
         route = %format_args!("{} {}", route.method, route.template),
         action,
+        resource,
         principal = %caller.actor(),
         role = caller.role.as_deref().unwrap_or(""),
         policies = ?outcome.policies,
@@ -339,6 +351,7 @@ pub async fn authorize(
                 request_id.to_str().unwrap_or(""),
                 &route,
                 &route.action,
+                &format!("{}::\"{resource_id}\"", route.resource_type),
                 &caller,
                 &outcome,
             );

@@ -1,7 +1,10 @@
 //! All integration tests, linked into one binary.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic: that is how they fail
+
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 mod forward_auth;
+mod policy_tools;
 mod request_path;

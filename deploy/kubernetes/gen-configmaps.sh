@@ -12,7 +12,8 @@
 #
 # Every regular file directly in the source directory whose name ends in one of
 # EXTENSIONS becomes one key of the ConfigMap, byte for byte; hidden files are
-# skipped, other files are skipped with a warning. Subdirectories are an error:
+# skipped, other files are skipped with a warning. policies/tests/ (the policy
+# test suite) is skipped. Other subdirectories are an error:
 # a ConfigMap volume is flat, so their files would silently vanish.
 #
 # Environment overrides (for tests): POLICIES_SRC, SCHEMA_SRC, OUT_DIR.
@@ -113,6 +114,11 @@ generate() {
   while IFS= read -r -d '' entry; do
     base=${entry##*/}
     [[ $base == .* ]] && continue
+    # `policies/tests/` holds the request-level policy tests (`rolegate test`):
+    # they run in CI, not in the pod, so they stay out of the ConfigMap.
+    if [[ -d $entry && $label/$base == policies/tests ]]; then
+      continue
+    fi
     if [[ -d $entry ]]; then
       die "\`$label/$base\` is a directory; a ConfigMap volume is flat, move its files up"
     fi

@@ -179,9 +179,33 @@ struct RawRoles {
     roles: BTreeMap<String, RoleMeta>,
 }
 
+/// The directory to read a whole set from. A Kubernetes ConfigMap mount swaps
+/// `..data` (and a plain deployment may swap the directory symlink itself) to
+/// publish a new set atomically; resolving the link once per load means every
+/// file of one load comes from the same set, never half old and half new.
+fn pinned(dir: &Path) -> PathBuf {
+    let data = dir.join("..data");
+    let link = if data.exists() {
+        data
+    } else if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        dir.to_path_buf()
+    } else {
+        return dir.to_path_buf();
+    };
+    std::fs::canonicalize(&link).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn pinned_source(source: &PolicySource) -> PolicySource {
+    PolicySource {
+        policies_dir: pinned(&source.policies_dir),
+        schema_dir: pinned(&source.schema_dir),
+    }
+}
+
 /// Digest of every input, so `/status` can show which set is live and a
 /// poller can tell when the files changed.
 pub fn digest(source: &PolicySource) -> Result<String, LoadError> {
+    let source = &pinned_source(source);
     let mut files = read_dir_files(&source.schema_dir, ".cedarschema")?;
     files.extend(read_dir_files(&source.policies_dir, ".cedar")?);
     files.extend(read_dir_files(&source.policies_dir, ".toml")?);
@@ -201,6 +225,7 @@ fn digest_of(files: &[SourceFile]) -> String {
 
 /// Load and validate a whole policy set.
 pub fn load(source: &PolicySource, version: u64) -> Result<PolicySnapshot, LoadError> {
+    let source = &pinned_source(source);
     let schema_files = read_dir_files(&source.schema_dir, ".cedarschema")?;
     let policy_files = read_dir_files(&source.policies_dir, ".cedar")?;
     let routes_file = read_file(&source.policies_dir.join(ROUTES_FILE))?;

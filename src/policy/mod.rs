@@ -146,7 +146,15 @@ impl PolicySnapshot {
                 errors: vec![format!("action `{action}` has no entity")],
             };
         };
-        let entities = match Entities::from_entities([principal, resource, action_entity], None) {
+        // A user acting on themselves (their own token, `GET /user/{own id}`) is
+        // both principal and resource; Cedar refuses the same uid twice, so the
+        // principal (which carries the role parent as well as `org`) stands for both.
+        let mut list = vec![principal];
+        if resource.uid() != list[0].uid() {
+            list.push(resource);
+        }
+        list.push(action_entity);
+        let entities = match Entities::from_entities(list, None) {
             Ok(e) => e,
             Err(e) => {
                 return Outcome {

@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let p = entities::user(&user.id, "nanoUser", &org.org.id);
             let r = entities::resource("Stream", "abc", &org.org.id);
-            snap.decide(p, &action, r, entities::context(&facts))
+            snap.decide_as(Some("nanoUser"), p, &action, r, entities::context(&facts))
                 .allowed
         })
     });
@@ -124,9 +124,31 @@ fn bench(c: &mut Criterion) {
     let c0 = entities::context(&facts);
     c.bench_function("cedar_evaluate_only", |b| {
         b.iter(|| {
-            snap.decide(p0.clone(), &action, r0.clone(), c0.clone())
-                .allowed
+            snap.decide_as(
+                Some("nanoUser"),
+                p0.clone(),
+                &action,
+                r0.clone(),
+                c0.clone(),
+            )
+            .allowed
         })
+    });
+    c.bench_function("x_entities_only", |b| {
+        b.iter(|| cedar_policy::Entities::from_entities([p0.clone(), r0.clone()], None).unwrap())
+    });
+    c.bench_function("x_request_only", |b| {
+        b.iter(|| {
+            cedar_policy::Request::new(p0.uid(), action.clone(), r0.uid(), c0.clone(), None)
+                .unwrap()
+        })
+    });
+    let ents = cedar_policy::Entities::from_entities([p0.clone(), r0.clone()], None).unwrap();
+    let req =
+        cedar_policy::Request::new(p0.uid(), action.clone(), r0.uid(), c0.clone(), None).unwrap();
+    let authz = cedar_policy::Authorizer::new();
+    c.bench_function("x_is_authorized_only", |b| {
+        b.iter(|| authz.is_authorized(&req, &snap.policies, &ents))
     });
     c.bench_function("decision_path", |b| {
         b.iter(|| {
@@ -141,7 +163,10 @@ fn bench(c: &mut Criterion) {
             let action = snap.action(&m.route.action).unwrap();
             let p = entities::user(&u.id, &u.role, &u.org);
             let r = entities::resource(&m.route.resource_type, m.resource_id().unwrap(), &u.org);
-            assert!(snap.decide(p, action, r, entities::context(&facts)).allowed);
+            assert!(
+                snap.decide_as(Some(&u.role), p, action, r, entities::context(&facts))
+                    .allowed
+            );
         })
     });
 }

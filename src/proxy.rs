@@ -144,7 +144,8 @@ pub fn decide_action(
         };
     };
     let resource = entities::resource(resource_type, resource_id, resource_org);
-    snapshot.decide(
+    snapshot.decide_as(
+        caller.role.as_deref(),
         caller.entity.clone(),
         action_uid,
         resource,

@@ -6,6 +6,7 @@
 pub mod entities;
 pub mod loader;
 pub mod routes;
+mod slices;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,8 @@ pub struct PolicySnapshot {
     /// piece of the action hierarchy a decision needs, so a request adds just
     /// that entity instead of the whole hierarchy.
     action_entities: HashMap<EntityUid, Entity>,
+    /// The policies that can apply, per action and principal shape (see [`slices`]).
+    slices: HashMap<EntityUid, Vec<slices::Slice>>,
     authorizer: Authorizer,
 }
 
@@ -77,7 +80,9 @@ impl PolicySnapshot {
             .action_entities()
             .map(|es| es.iter().map(|e| (e.uid(), e.clone())).collect())
             .unwrap_or_default();
+        let slices = slices::build(&policies, &action_entities, roles.keys());
         PolicySnapshot {
+            slices,
             policies,
             schema,
             routes,
@@ -121,6 +126,27 @@ impl PolicySnapshot {
         resource: Entity,
         context: Context,
     ) -> Outcome {
+        self.decide_as(None, principal, action, resource, context)
+    }
+
+    /// Decide one request whose principal is known to hold `role` (its only
+    /// `Role` parent). The role only narrows which policies are evaluated: a
+    /// policy whose scope names another role could not have matched anyway.
+    pub fn decide_as(
+        &self,
+        role: Option<&str>,
+        principal: Entity,
+        action: &EntityUid,
+        resource: Entity,
+        context: Context,
+    ) -> Outcome {
+        let policies = slices::find(
+            &self.slices,
+            action,
+            principal.uid().type_name().basename(),
+            role,
+        )
+        .unwrap_or(&self.policies);
         let request = match Request::new(
             principal.uid(),
             action.clone(),
@@ -164,9 +190,7 @@ impl PolicySnapshot {
                 }
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()

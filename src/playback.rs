@@ -42,8 +42,9 @@ pub const TYP: &str = "playback+jwt";
 /// Audience disjoint from API tokens', so neither kind validates as the other.
 pub const AUD: &str = "playback";
 const ISS: &str = "rolegate";
-/// Clock skew tolerated between issuer, rolegate and viewers.
-const LEEWAY: u64 = 30;
+/// Clock skew tolerated between issuer, rolegate and viewers. Kept small: the
+/// issuer and rolegate share a clock, and `exp` is a hard promise to the org.
+const LEEWAY: u64 = 1;
 const DAY: u64 = 24 * 3600;
 const MAX_REVOCABLE: u64 = DAY;
 const MAX_LIFETIME: u64 = 365 * DAY;

@@ -2,4 +2,5 @@
 
 mod support;
 
+mod playback;
 mod request_path;

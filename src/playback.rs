@@ -78,7 +78,7 @@ impl PlaybackError {
     fn code(&self) -> u32 {
         match self {
             PlaybackError::Expired => 1002,
-            PlaybackError::Revoked => 1003,
+            // The token service has no revoked code: a revoked token is invalid.
             _ => 2004,
         }
     }

@@ -449,3 +449,30 @@ async fn playback_jwks_verifies_independently_across_rotation() {
         "old key still has live tokens"
     );
 }
+
+#[tokio::test]
+async fn playback_api_key_issues_and_verify_reports_facts() {
+    let echo = Echo::start().await;
+    let sc = sidecar(&echo).await;
+    let org = sc.org("acme").await;
+    let r = sc
+        .send(
+            "POST",
+            "/playback/token",
+            &[("x-bintu-apikey", &org.api_key)],
+            Some(r#"{"streams":["s1"],"tag":"t1","forceDisconnect":true}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["data"]["token"].as_str().unwrap().to_owned();
+    let (st, v) = verify(&sc, &t).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["sub"], "apikey");
+    assert_eq!(v["data"]["aud"], "playback");
+    assert_eq!(v["data"]["tag"], "t1");
+    assert_eq!(v["data"]["forceDisconnect"], true);
+    assert_eq!(v["data"]["streams"], json!(["s1"]));
+    let (st, v) = verify(&sc, "not.a.jwt").await;
+    assert_eq!(st, 403);
+    assert_eq!(v["errorCode"], 2004);
+}

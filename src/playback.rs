@@ -404,10 +404,10 @@ async fn decode(state: &AppState, token: &str, check_time: bool) -> Result<Claim
         return Err(PlaybackError::Malformed);
     }
     let kid = header.kid.ok_or(PlaybackError::Malformed)?;
-    let keys = state.store.playback_keys(None).await?;
-    let key = keys
-        .into_iter()
-        .find(|k| k.kid == kid)
+    let key = state
+        .store
+        .playback_key(&kid)
+        .await?
         .ok_or(PlaybackError::UnknownKey)?;
     let mut v = Validation::new(Algorithm::EdDSA);
     v.set_audience(&[AUD]);

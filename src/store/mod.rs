@@ -140,6 +140,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- playback signing keys and revoked playback tokens (issue 6) --------
     /// Every playback key, of one organisation or of all (JWKS), active and retired.
     async fn playback_keys(&self, org_id: Option<&str>) -> Result<Vec<PlaybackKey>, StoreError>;
+    /// One playback key by `kid` (verification path).
+    async fn playback_key(&self, kid: &str) -> Result<Option<PlaybackKey>, StoreError>;
     /// Store `key` as the org's active key. With `rotate` the current active key
     /// is retired; without it an existing active key wins (lazy creation race)
     /// and is returned instead.

@@ -465,6 +465,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn playback_key(&self, kid: &str) -> Result<Option<PlaybackKey>, StoreError> {
+        let kid = kid.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT kid, org_id, private_key, public_key, created_at, retired_at, \
+                 max_token_exp FROM playback_keys WHERE kid = ?1",
+                params![kid],
+                |r| {
+                    Ok(PlaybackKey {
+                        kid: r.get(0)?,
+                        org_id: r.get(1)?,
+                        private_key: r.get(2)?,
+                        public_key: r.get(3)?,
+                        created_at: r.get(4)?,
+                        retired_at: r.get(5)?,
+                        max_token_exp: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
     async fn put_playback_key(
         &self,
         key: PlaybackKey,

@@ -13,22 +13,29 @@ use crate::error::{ApiError, LocalBody};
 use crate::proxy::{ProxyBody, RequestCtx};
 
 pub async fn dispatch(
-    _state: &Arc<AppState>,
+    state: &Arc<AppState>,
     ctx: RequestCtx,
-    _req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
+    // Playback endpoints (issue 6) live in their own module and match block.
+    if ctx.route.handler.starts_with("playback.") {
+        if let Some(resp) = crate::playback::dispatch(state, &ctx, req).await {
+            return resp;
+        }
+        return Err(ApiError::NotFound("endpoint"));
+    }
     tracing::debug!(handler = %ctx.route.handler, "no handler for route");
     Err(ApiError::NotFound("endpoint"))
 }
 
 /// A request on the guarded playback prefix.
 pub async fn guarded_playback(
-    _state: &Arc<AppState>,
-    _req: Request<Incoming>,
-    _path: &str,
-    _path_and_query: &str,
-    _request_id: &HeaderValue,
-    _client_ip: IpAddr,
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    path: &str,
+    path_and_query: &str,
+    request_id: &HeaderValue,
+    client_ip: IpAddr,
 ) -> Result<Response<ProxyBody>, ApiError> {
-    Err(ApiError::UnknownPrincipal("playback_token_required"))
+    crate::playback::guarded(state, req, path, path_and_query, request_id, client_ip).await
 }

@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod ops;
 pub mod path;
+pub mod playback;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

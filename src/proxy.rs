@@ -457,7 +457,14 @@ async fn handle_inner(
 
     // Playback prefix: decided with the playback token's facts (see playback.rs).
     if let Some(prefix) = &state.settings.playback_prefix {
-        if path == *prefix || path.starts_with(&format!("{prefix}/")) {
+        // rolegate's own routes (e.g. POST /playback/token) win over the prefix.
+        let own_route = state
+            .policies
+            .current()
+            .routes
+            .find(req.method().as_str(), &path)
+            .is_some();
+        if !own_route && (path == *prefix || path.starts_with(&format!("{prefix}/"))) {
             return crate::handlers::guarded_playback(
                 state,
                 req,
@@ -509,9 +516,27 @@ async fn handle_inner(
 
 async fn forward(
     state: &Arc<AppState>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     path_and_query: &str,
     caller: &Caller,
+    request_id: &HeaderValue,
+    client_ip: std::net::IpAddr,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let identity = Identity {
+        user_id: caller.user_id.as_deref(),
+        org_id: caller.org.as_deref(),
+        role: caller.role.as_deref(),
+        credential: caller.kind.as_str(),
+    };
+    forward_as(state, req, path_and_query, &identity, request_id, client_ip).await
+}
+
+/// Forward with an explicit identity (guarded playback has no `Caller`).
+pub(crate) async fn forward_as(
+    state: &Arc<AppState>,
+    mut req: Request<Incoming>,
+    path_and_query: &str,
+    identity: &Identity<'_>,
     request_id: &HeaderValue,
     client_ip: std::net::IpAddr,
 ) -> Result<Response<ProxyBody>, ApiError> {
@@ -525,17 +550,7 @@ async fn forward(
     if !state.settings.forward_credentials {
         forward::strip_credentials(headers);
     }
-    forward::set_identity(
-        headers,
-        &Identity {
-            user_id: caller.user_id.as_deref(),
-            org_id: caller.org.as_deref(),
-            role: caller.role.as_deref(),
-            credential: caller.kind.as_str(),
-        },
-        request_id,
-        client_ip,
-    );
+    forward::set_identity(headers, identity, request_id, client_ip);
     if req.method() == Method::CONNECT {
         return Err(ApiError::Denied("method_not_allowed"));
     }

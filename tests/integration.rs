@@ -6,5 +6,6 @@
 mod support;
 
 mod forward_auth;
+mod playback;
 mod policy_tools;
 mod request_path;

@@ -103,6 +103,20 @@ pub struct CreatedOrg {
     pub player_key: String,
 }
 
+/// An organisation's Ed25519 playback signing key (see `playback.rs`).
+#[derive(Debug, Clone)]
+pub struct PlaybackKey {
+    pub kid: String,
+    pub org_id: String,
+    /// The 32-byte Ed25519 seed.
+    pub private_key: Vec<u8>,
+    /// The 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub max_token_exp: i64,
+}
+
 pub type SharedStore = Arc<dyn Store>;
 
 #[async_trait]
@@ -122,6 +136,31 @@ pub trait Store: Send + Sync + 'static {
     /// Replace the player key; returns the new key.
     async fn rotate_player_key(&self, org_id: &str) -> Result<String, StoreError>;
     async fn set_webhook(&self, org_id: &str, url: Option<&str>) -> Result<(), StoreError>;
+
+    // ---- playback signing keys and revoked playback tokens (issue 6) --------
+    /// Every playback key, of one organisation or of all (JWKS), active and retired.
+    async fn playback_keys(&self, org_id: Option<&str>) -> Result<Vec<PlaybackKey>, StoreError>;
+    /// One playback key by `kid` (verification path).
+    async fn playback_key(&self, kid: &str) -> Result<Option<PlaybackKey>, StoreError>;
+    /// Store `key` as the org's active key. With `rotate` the current active key
+    /// is retired; without it an existing active key wins (lazy creation race)
+    /// and is returned instead.
+    async fn put_playback_key(
+        &self,
+        key: PlaybackKey,
+        rotate: bool,
+    ) -> Result<PlaybackKey, StoreError>;
+    /// Raise the key's `max_token_exp` so JWKS keeps it while its tokens live.
+    async fn extend_playback_key(&self, kid: &str, exp: i64) -> Result<(), StoreError>;
+    async fn revoke_playback(
+        &self,
+        jti: &str,
+        org_id: &str,
+        exp: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    async fn playback_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    // ---- end playback -----------------------------------------------------
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
     /// Create many users in one transaction (bootstrapping, benchmarks).

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::{
     key_hash, random_key, random_token, AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewUser,
-    Org, Store, StoreError, User, ADMIN_ROLE,
+    Org, PlaybackKey, Store, StoreError, User, ADMIN_ROLE,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -435,6 +435,163 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // ---- playback signing keys and revoked playback tokens (issue 6) --------
+    async fn playback_keys(&self, org_id: Option<&str>) -> Result<Vec<PlaybackKey>, StoreError> {
+        let org_id = org_id.map(str::to_owned);
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT kid, org_id, private_key, public_key, created_at, retired_at, \
+                     max_token_exp FROM playback_keys \
+                     WHERE ?1 IS NULL OR org_id = ?1 ORDER BY created_at, rowid",
+                )
+                .map_err(q)?;
+            let rows = stmt
+                .query_map(params![org_id], |r| {
+                    Ok(PlaybackKey {
+                        kid: r.get(0)?,
+                        org_id: r.get(1)?,
+                        private_key: r.get(2)?,
+                        public_key: r.get(3)?,
+                        created_at: r.get(4)?,
+                        retired_at: r.get(5)?,
+                        max_token_exp: r.get(6)?,
+                    })
+                })
+                .map_err(q)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q)
+        })
+        .await
+    }
+
+    async fn playback_key(&self, kid: &str) -> Result<Option<PlaybackKey>, StoreError> {
+        let kid = kid.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT kid, org_id, private_key, public_key, created_at, retired_at, \
+                 max_token_exp FROM playback_keys WHERE kid = ?1",
+                params![kid],
+                |r| {
+                    Ok(PlaybackKey {
+                        kid: r.get(0)?,
+                        org_id: r.get(1)?,
+                        private_key: r.get(2)?,
+                        public_key: r.get(3)?,
+                        created_at: r.get(4)?,
+                        retired_at: r.get(5)?,
+                        max_token_exp: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    async fn put_playback_key(
+        &self,
+        key: PlaybackKey,
+        rotate: bool,
+    ) -> Result<PlaybackKey, StoreError> {
+        self.tx(move |tx| {
+            if !rotate {
+                let existing = tx
+                    .query_row(
+                        "SELECT kid, org_id, private_key, public_key, created_at, retired_at, \
+                         max_token_exp FROM playback_keys \
+                         WHERE org_id = ?1 AND retired_at IS NULL",
+                        params![key.org_id],
+                        |r| {
+                            Ok(PlaybackKey {
+                                kid: r.get(0)?,
+                                org_id: r.get(1)?,
+                                private_key: r.get(2)?,
+                                public_key: r.get(3)?,
+                                created_at: r.get(4)?,
+                                retired_at: r.get(5)?,
+                                max_token_exp: r.get(6)?,
+                            })
+                        },
+                    )
+                    .optional()
+                    .map_err(q)?;
+                if let Some(k) = existing {
+                    return Ok(k);
+                }
+            }
+            tx.execute(
+                "UPDATE playback_keys SET retired_at = ?1 WHERE org_id = ?2 AND retired_at IS NULL",
+                params![key.created_at, key.org_id],
+            )
+            .map_err(q)?;
+            tx.execute(
+                "INSERT INTO playback_keys (kid, org_id, private_key, public_key, created_at, \
+                 retired_at, max_token_exp) VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0)",
+                params![
+                    key.kid,
+                    key.org_id,
+                    key.private_key,
+                    key.public_key,
+                    key.created_at
+                ],
+            )
+            .map_err(q)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn extend_playback_key(&self, kid: &str, exp: i64) -> Result<(), StoreError> {
+        let kid = kid.to_owned();
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE playback_keys SET max_token_exp = MAX(max_token_exp, ?1) WHERE kid = ?2",
+                params![exp, kid],
+            )
+            .map_err(q)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_playback(
+        &self,
+        jti: &str,
+        org_id: &str,
+        exp: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (jti, org_id) = (jti.to_owned(), org_id.to_owned());
+        self.tx(move |tx| {
+            // Revoking twice is the same permanent fact: keep the first row.
+            tx.execute(
+                "INSERT OR IGNORE INTO revoked_playback (jti, org_id, exp, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![jti, org_id, exp, now],
+            )
+            .map_err(q)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn playback_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT 1 FROM revoked_playback WHERE jti = ?1",
+                params![jti],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(q)
+        })
+        .await
+    }
+    // ---- end playback -----------------------------------------------------
 
     async fn set_webhook(&self, org_id: &str, url: Option<&str>) -> Result<(), StoreError> {
         let org_id = org_id.to_owned();

@@ -24,6 +24,9 @@ pub async fn dispatch(
         }
         return Err(ApiError::NotFound("endpoint"));
     }
+    if let Some(resp) = crate::users::dispatch(state, &ctx, req).await {
+        return resp;
+    }
     tracing::debug!(handler = %ctx.route.handler, "no handler for route");
     Err(ApiError::NotFound("endpoint"))
 }
@@ -38,4 +41,20 @@ pub async fn guarded_playback(
     client_ip: IpAddr,
 ) -> Result<Response<ProxyBody>, ApiError> {
     crate::playback::guarded(state, req, path, path_and_query, request_id, client_ip).await
+}
+
+/// A request body as JSON, refusing bodies above `max_body_bytes`.
+pub(crate) async fn read_json(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<serde_json::Value, ApiError> {
+    use http_body_util::{BodyExt, Limited};
+    let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
+    let bytes = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::bad_param("invalid_body", "body", "Body must be a JSON object"))
 }

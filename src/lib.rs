@@ -29,3 +29,4 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod tools;
+pub mod users;

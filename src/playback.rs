@@ -21,7 +21,6 @@ use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use jsonwebtoken::errors::ErrorKind;
@@ -33,6 +32,7 @@ use crate::app::AppState;
 use crate::credential::CredentialKind;
 use crate::error::{empty_response, json_response, ApiError, LocalBody};
 use crate::forward::Identity;
+use crate::handlers::read_json;
 use crate::policy::entities::{self, PlaybackFacts, RequestFacts};
 use crate::proxy::{unix_now, ProxyBody, RequestCtx};
 use crate::store::{NewAudit, PlaybackKey, StoreError};
@@ -142,17 +142,6 @@ pub async fn dispatch(
 
 fn now_i64() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
-}
-
-async fn read_json(state: &AppState, req: Request<Incoming>) -> Result<Value, ApiError> {
-    let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
-    let bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge)?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::bad_param("invalid_body", "body", "Body must be a JSON object"))
 }
 
 fn new_key(org_id: &str) -> Result<PlaybackKey, PlaybackError> {

@@ -9,3 +9,4 @@ mod forward_auth;
 mod playback;
 mod policy_tools;
 mod request_path;
+mod users;

@@ -244,6 +244,17 @@ pub async fn dispatch(
         "organisation.playerkey.get" => player_key(state, ctx).await,
         "organisation.playerkey.rotate" => rotate_key(state, ctx, false).await,
         "audit.list" => audit_list(state, ctx, req).await,
+        "users.invite" => invite(state, ctx, req).await,
+        "users.invite.accept" => accept_invite(state, ctx, req).await,
+        "users.login" => login(state, ctx, req).await,
+        "users.password" => {
+            // Always the same answer: whether the email exists is nobody's business.
+            let _ = read_json(state, req).await;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "data": { "requested": true } }),
+            ))
+        }
         _ => return None,
     };
     Some(out)
@@ -525,4 +536,214 @@ async fn audit_list(
     };
     let records = state.store.list_audit(caller_org(ctx)?, &filter).await?;
     Ok(json_response(StatusCode::OK, &json!({ "data": records })))
+}
+
+/// Failed logins per (email, client address), forgotten after [`THROTTLE_WINDOW`].
+pub struct LoginThrottle {
+    failures: moka::sync::Cache<String, u32>,
+}
+
+/// Failed attempts allowed per window before logins answer 429.
+const MAX_FAILURES: u32 = 5;
+const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            failures: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(THROTTLE_WINDOW)
+                .build(),
+        }
+    }
+}
+
+fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    body.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_param("missing_parameter", name, "Parameter required"))
+}
+
+/// Minimum password length for accounts created through invites.
+const MIN_PASSWORD_LEN: usize = 10;
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// A real hash (of a random password) to verify against when the email is
+/// unknown, so that an unknown email costs the same time as a wrong password.
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+            let salt = SaltString::generate(&mut OsRng);
+            argon2::Argon2::default()
+                .hash_password(&store::random_key(), &salt)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+async fn verify_password(password: String, hash: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(dummy_hash);
+        // argon2's verify compares the digests in constant time.
+        let ok = PasswordHash::new(&hash)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        ok && known
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn invite(
+    state: &AppState,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<LocalBody>, ApiError> {
+    let body = read_json(state, req).await?;
+    let role = body
+        .get("role")
+        .or_else(|| body.get("permission"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_param("missing_parameter", "role", "Parameter required"))?
+        .to_owned();
+    valid_role(&ctx.snapshot, &role)?;
+    let org = caller_org(ctx)?;
+    let token = store::random_token("inv_");
+    let expires_at = crate::proxy::unix_now() + state.settings.invite_ttl.as_secs();
+    let id = state
+        .store
+        .create_invite(store::NewInvite {
+            org_id: org.to_owned(),
+            role: role.clone(),
+            token_hash: store::key_hash(&token),
+            created_by: ctx.caller.actor(),
+            expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
+        })
+        .await?;
+    audit(state, ctx, "inviteUser", &id, "ok", &role).await;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "data": { "inviteId": id, "token": token, "role": role, "expiresAt": expires_at } }),
+    ))
+}
+
+async fn accept_invite(
+    state: &AppState,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<LocalBody>, ApiError> {
+    let body = read_json(state, req).await?;
+    let token = str_field(&body, "token")?;
+    let email = str_field(&body, "email")?;
+    let password = str_field(&body, "password")?;
+    if !email.contains('@') {
+        return Err(ApiError::bad_param(
+            "invalid_email",
+            "email",
+            "email is not an address",
+        ));
+    }
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(ApiError::bad_param(
+            "weak_password",
+            "password",
+            format!("password must have at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    let password_hash = hash_password(password.to_owned()).await?;
+    let now = i64::try_from(crate::proxy::unix_now()).unwrap_or(i64::MAX);
+    let user = state
+        .store
+        .accept_invite(
+            &store::key_hash(token),
+            now,
+            store::NewUser {
+                org_id: String::new(),
+                email: email.to_owned(),
+                role: String::new(),
+                password_hash: Some(password_hash),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::InviteRefused(why) => ApiError::BadRequest {
+                reason: "invite_refused",
+                message: format!("Invite is {why}"),
+                userinfo: json!({ "parameter": "token" }),
+            },
+            other => store_err(other),
+        })?;
+    // A cached "unknown id" must not outlive the user's creation.
+    state.cache.invalidate_user(&user.id);
+    let record = NewAudit {
+        org_id: user.org_id.clone(),
+        actor: format!("user:{}", user.id),
+        action: "acceptInvite".to_owned(),
+        target: user.id.clone(),
+        outcome: "ok".to_owned(),
+        request_id: ctx.request_id().to_owned(),
+        detail: user.role.clone(),
+    };
+    if let Err(e) = state.store.append_audit(record).await {
+        tracing::error!(error = %e, "audit record could not be written");
+    }
+    tracing::info!(request_id = ctx.request_id(), user = %user.id, role = %user.role, "invite accepted");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "data": user_json(&user) }),
+    ))
+}
+
+async fn login(
+    state: &AppState,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<LocalBody>, ApiError> {
+    let body = read_json(state, req).await?;
+    let email = str_field(&body, "email")?.to_owned();
+    let password = str_field(&body, "password")?.to_owned();
+    let key = format!("{}\0{}", email.to_ascii_lowercase(), ctx.client_ip);
+    if state.login_throttle.failures.get(&key).unwrap_or(0) >= MAX_FAILURES {
+        return Err(ApiError::TooManyRequests);
+    }
+    let user = state.store.user_by_email(&email).await?;
+    let ok = verify_password(
+        password,
+        user.as_ref().and_then(|u| u.password_hash.clone()),
+    )
+    .await;
+    let Some(user) = user.filter(|_| ok) else {
+        let n = state.login_throttle.failures.get(&key).unwrap_or(0) + 1;
+        state.login_throttle.failures.insert(key, n);
+        tracing::info!(request_id = ctx.request_id(), "login failed");
+        return Err(ApiError::UnknownPrincipal("bad_credentials"));
+    };
+    state.login_throttle.failures.invalidate(&key);
+    let token = crate::bootstrap::mint_for(&state.settings, &user)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "data": { "token": token, "userId": user.id, "orgId": user.org_id, "permission": user.role } }),
+    ))
 }

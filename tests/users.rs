@@ -510,3 +510,174 @@ async fn the_permission_overview_equals_what_the_policies_enforce() {
         }
     }
 }
+
+#[tokio::test]
+async fn invite_round_trip_then_login() {
+    let w = world().await;
+    let r =
+        w.sc.send(
+            "POST",
+            "/user/invite",
+            &[tok(&w.admin_token)],
+            Some(&json!({"role": "nanoUser"}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.json()["data"]["token"].as_str().unwrap().to_owned();
+    let accept =
+        json!({"token": token, "email": "new@acme.test", "password": "correct horse battery"})
+            .to_string();
+    let r =
+        w.sc.send("POST", "/user/invite/accept", &[], Some(&accept))
+            .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["data"]["id"].as_str().unwrap().to_owned();
+    let u = w.sc.state.store.user(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (u.role.as_str(), u.org_id.as_str()),
+        ("nanoUser", w.org.org.id.as_str())
+    );
+    assert!(!u.password_hash.as_deref().unwrap().contains("horse"));
+    // Reuse is refused and creates nothing.
+    let again =
+        json!({"token": token, "email": "second@acme.test", "password": "correct horse battery"})
+            .to_string();
+    let r =
+        w.sc.send("POST", "/user/invite/accept", &[], Some(&again))
+            .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.reason(), "invite_refused");
+    assert!(w
+        .sc
+        .state
+        .store
+        .user_by_email("second@acme.test")
+        .await
+        .unwrap()
+        .is_none());
+    let bad = json!({"token": "inv_bogus", "email": "third@acme.test", "password": "correct horse battery"}).to_string();
+    assert_eq!(
+        w.sc.send("POST", "/user/invite/accept", &[], Some(&bad))
+            .await
+            .status,
+        400
+    );
+    // The invitee logs in and works with the invited role.
+    let login = json!({"email": "new@acme.test", "password": "correct horse battery"}).to_string();
+    let r = w.sc.send("POST", "/user/validate", &[], Some(&login)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["data"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        w.sc.send("POST", "/stream", &[tok(&t)], Some("{}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        w.sc.send("DELETE", "/stream/s1", &[tok(&t)], None)
+            .await
+            .status,
+        403
+    );
+    // Only nanoAdmin invites.
+    let r =
+        w.sc.send(
+            "POST",
+            "/user/invite",
+            &[tok(&t)],
+            Some(&json!({"role": "nanoAdmin"}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn an_expired_invite_is_refused() {
+    let echo = Echo::start().await;
+    let sc = Sidecar::with(crate::support::Options {
+        upstream: Some(echo.url()),
+        config: "invite_ttl_secs = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let admin = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let t = sc.token(&admin.id).await;
+    let r = sc
+        .send(
+            "POST",
+            "/user/invite",
+            &[tok(&t)],
+            Some(&json!({"role": "nanoReadOnly"}).to_string()),
+        )
+        .await;
+    let token = r.json()["data"]["token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let accept =
+        json!({"token": token, "email": "late@acme.test", "password": "correct horse battery"})
+            .to_string();
+    let r = sc
+        .send("POST", "/user/invite/accept", &[], Some(&accept))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    assert!(sc
+        .state
+        .store
+        .user_by_email("late@acme.test")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled() {
+    let w = world().await;
+    let hash = {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        argon2::Argon2::default()
+            .hash_password(b"right password!", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    };
+    w.sc.state
+        .store
+        .set_password(&w.admin.id, &hash)
+        .await
+        .unwrap();
+    let wrong = json!({"email": "admin@acme.test", "password": "wrong"}).to_string();
+    for _ in 0..5 {
+        let r = w.sc.send("POST", "/user/validate", &[], Some(&wrong)).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.reason(), "bad_credentials");
+    }
+    let right = json!({"email": "admin@acme.test", "password": "right password!"}).to_string();
+    assert_eq!(
+        w.sc.send("POST", "/user/validate", &[], Some(&right))
+            .await
+            .status,
+        429
+    );
+    let unknown = json!({"email": "nobody@acme.test", "password": "x"}).to_string();
+    assert_eq!(
+        w.sc.send("POST", "/user/validate", &[], Some(&unknown))
+            .await
+            .status,
+        401
+    );
+    // The reset request never tells whether the email exists.
+    for email in ["admin@acme.test", "nobody@acme.test"] {
+        let r =
+            w.sc.send(
+                "POST",
+                "/user/password",
+                &[],
+                Some(&json!({"email": email}).to_string()),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+}

@@ -28,6 +28,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Refused(String),
+    /// An invite token that is unknown, already used or expired.
+    #[error("invite {0}")]
+    InviteRefused(&'static str),
 }
 
 /// An organisation as stored. Keys are stored as SHA-256 hashes only.
@@ -85,6 +88,16 @@ pub struct NewAudit {
     pub outcome: String,
     pub request_id: String,
     pub detail: String,
+}
+
+/// An invite to create: who may join which organisation with which role, until when.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    pub org_id: String,
+    pub role: String,
+    pub token_hash: [u8; 32],
+    pub created_by: String,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -183,6 +196,18 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError>;
 
     async fn append_audit(&self, record: NewAudit) -> Result<(), StoreError>;
+    // --- invites ---------------------------------------------------------------
+    /// Store an invite (its token only as a hash) for `role` in `org_id`.
+    async fn create_invite(&self, invite: NewInvite) -> Result<String, StoreError>;
+    /// Accept an invite and create its user, in one transaction. Refuses
+    /// (`InviteRefused`) a token that is unknown, used or expired: nothing is created.
+    async fn accept_invite(
+        &self,
+        token_hash: &[u8; 32],
+        now: i64,
+        user: NewUser,
+    ) -> Result<User, StoreError>;
+
     async fn list_audit(
         &self,
         org_id: &str,

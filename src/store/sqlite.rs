@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use time::OffsetDateTime;
 
 use super::{
-    key_hash, random_key, random_token, AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewUser,
-    Org, PlaybackKey, Store, StoreError, User, ADMIN_ROLE,
+    key_hash, random_key, random_token, AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewInvite,
+    NewUser, Org, PlaybackKey, Store, StoreError, User, ADMIN_ROLE,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -737,6 +737,52 @@ impl Store for SqliteStore {
             )
             .map_err(q)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> Result<String, StoreError> {
+        self.tx(move |tx| {
+            let id = uuid::Uuid::new_v4().to_string();
+            tx.execute(
+                "INSERT INTO invites (id, org_id, token_hash, role, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, invite.org_id, invite.token_hash.to_vec(), invite.role, invite.created_by, now(), invite.expires_at],
+            )
+            .map_err(q)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn accept_invite(
+        &self,
+        token_hash: &[u8; 32],
+        at: i64,
+        user: NewUser,
+    ) -> Result<User, StoreError> {
+        let hash = token_hash.to_vec();
+        self.tx(move |tx| {
+            let row: Option<(String, String, String, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT id, org_id, role, expires_at, used_at FROM invites WHERE token_hash = ?1",
+                    [&hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(q)?;
+            let Some((id, org_id, role, expires_at, used_at)) = row else {
+                return Err(StoreError::InviteRefused("unknown"));
+            };
+            if used_at.is_some() {
+                return Err(StoreError::InviteRefused("already used"));
+            }
+            if at >= expires_at {
+                return Err(StoreError::InviteRefused("expired"));
+            }
+            let created = insert_user(tx, NewUser { org_id, role, ..user })?;
+            tx.execute("UPDATE invites SET used_at = ?1, used_by = ?2 WHERE id = ?3", params![at, created.id, id])
+                .map_err(q)?;
+            Ok(created)
         })
         .await
     }

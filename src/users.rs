@@ -117,6 +117,15 @@ async fn target_user(
     user.ok_or(ApiError::NotFound("user"))
 }
 
+/// The role a body names, as `permission` (the platform's word) or `role`.
+fn role_field(body: &Value) -> Result<String, ApiError> {
+    body.get("permission")
+        .or_else(|| body.get("role"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::bad_param("missing_parameter", "permission", "Parameter required"))
+}
+
 fn valid_role(snapshot: &PolicySnapshot, role: &str) -> Result<(), ApiError> {
     if snapshot.has_role(role) {
         return Ok(());
@@ -293,14 +302,7 @@ async fn change_role(
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
     let body = read_json(state, req).await?;
-    let role = body
-        .get("permission")
-        .or_else(|| body.get("role"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::bad_param("missing_parameter", "permission", "Parameter required")
-        })?
-        .to_owned();
+    let role = role_field(&body)?;
     valid_role(&ctx.snapshot, &role)?;
     let user = target_user(state, ctx, &body, "editUserRole").await?;
     // A role change renews the tokenKey: every earlier API token of the user dies.
@@ -622,12 +624,7 @@ async fn invite(
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
     let body = read_json(state, req).await?;
-    let role = body
-        .get("role")
-        .or_else(|| body.get("permission"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_param("missing_parameter", "role", "Parameter required"))?
-        .to_owned();
+    let role = role_field(&body)?;
     valid_role(&ctx.snapshot, &role)?;
     let org = caller_org(ctx)?;
     let token = store::random_token("inv_");

@@ -231,6 +231,21 @@ impl SqliteStore {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
+    /// The one row (if any) a single-parameter query finds.
+    async fn one<T, P>(
+        &self,
+        sql: String,
+        param: P,
+        row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        P: rusqlite::ToSql + Send + 'static,
+    {
+        self.with(move |c| c.query_row(&sql, [param], row).optional().map_err(q))
+            .await
+    }
+
     /// Run `f` inside one transaction.
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -345,58 +360,38 @@ impl Store for SqliteStore {
     }
 
     async fn org(&self, id: &str) -> Result<Option<Org>, StoreError> {
-        let id = id.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
-                [id],
-                org_row,
-            )
-            .optional()
-            .map_err(q)
-        })
+        self.one(
+            format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+            id.to_owned(),
+            org_row,
+        )
         .await
     }
 
     async fn org_by_name(&self, name: &str) -> Result<Option<Org>, StoreError> {
-        let name = name.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE name = ?1"),
-                [name],
-                org_row,
-            )
-            .optional()
-            .map_err(q)
-        })
+        self.one(
+            format!("SELECT {ORG_COLS} FROM orgs WHERE name = ?1"),
+            name.to_owned(),
+            org_row,
+        )
         .await
     }
 
     async fn org_by_api_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Org>, StoreError> {
-        let hash = hash.to_vec();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE api_key_hash = ?1"),
-                [hash],
-                org_row,
-            )
-            .optional()
-            .map_err(q)
-        })
+        self.one(
+            format!("SELECT {ORG_COLS} FROM orgs WHERE api_key_hash = ?1"),
+            hash.to_vec(),
+            org_row,
+        )
         .await
     }
 
     async fn org_by_player_key(&self, key: &str) -> Result<Option<Org>, StoreError> {
-        let key = key.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE player_key = ?1"),
-                [key],
-                org_row,
-            )
-            .optional()
-            .map_err(q)
-        })
+        self.one(
+            format!("SELECT {ORG_COLS} FROM orgs WHERE player_key = ?1"),
+            key.to_owned(),
+            org_row,
+        )
         .await
     }
 
@@ -621,30 +616,20 @@ impl Store for SqliteStore {
     }
 
     async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let id = id.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
-                [id],
-                user_row,
-            )
-            .optional()
-            .map_err(q)
-        })
+        self.one(
+            format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+            id.to_owned(),
+            user_row,
+        )
         .await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let email = email.to_owned();
-        self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
-                [email],
-                user_row,
-            )
-            .optional()
-            .map_err(q)
-        })
+        self.one(
+            format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
+            email.to_owned(),
+            user_row,
+        )
         .await
     }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod deploy;
 mod forward_auth;
 mod playback;
 mod policy_tools;

@@ -289,6 +289,14 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(crate::ops::serve(s, ops, rx.clone())));
     let s = state.clone();
     tasks.push(tokio::spawn(crate::reload::watch(s, rx.clone())));
+    if let Some(changes) = state.store.subscribe() {
+        let s = state.clone();
+        tasks.push(tokio::spawn(crate::invalidation::follow(
+            s,
+            changes,
+            rx.clone(),
+        )));
+    }
 
     if state.settings.passthrough {
         tracing::warn!(

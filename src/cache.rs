@@ -11,6 +11,7 @@
 //! (bounded in count, short-lived, dropped when a user with that id is created)
 //! so a flood of made-up `kid`s does not become a flood of store queries.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,10 @@ pub struct PrincipalCache {
     store: SharedStore,
     master: Arc<[u8]>,
     settings: CacheSettings,
+    /// Bumped by every invalidation. A miss that read the store while an
+    /// invalidation ran may hold the value from before the change: it is not
+    /// kept (see `keep_if_current`), or the TTL would be its only bound.
+    epoch: Arc<AtomicU64>,
 }
 
 /// Result of a lookup through the cache.
@@ -88,7 +93,26 @@ impl PrincipalCache {
             store,
             master,
             settings,
+            epoch: Arc::default(),
         }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Called after inserting what a store read returned: if an invalidation
+    /// started since `seen`, drop the entry again. Insert-then-check (and
+    /// bump-then-invalidate on the other side) leaves no interleaving in which
+    /// a stale entry survives.
+    fn keep_if_current(&self, seen: u64, drop_it: impl FnOnce()) {
+        if self.epoch() != seen {
+            drop_it();
+        }
+    }
+
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn settings(&self) -> CacheSettings {
@@ -119,10 +143,12 @@ impl PrincipalCache {
                 hit: true,
             });
         }
+        let seen = self.epoch();
         match self.store.user(id).await? {
             Some(u) => {
                 let entry = self.entry(&u);
                 self.users.insert(entry.id.clone(), entry.clone());
+                self.keep_if_current(seen, || self.users.invalidate(id));
                 Ok(Lookup {
                     value: Some(entry),
                     hit: false,
@@ -130,6 +156,7 @@ impl PrincipalCache {
             }
             None => {
                 self.unknown_users.insert(Arc::from(id), ());
+                self.keep_if_current(seen, || self.unknown_users.invalidate(id));
                 Ok(Lookup {
                     value: None,
                     hit: false,
@@ -147,6 +174,7 @@ impl PrincipalCache {
                 hit: true,
             });
         }
+        let seen = self.epoch();
         let value = self
             .store
             .org_by_api_key_hash(&hash)
@@ -155,6 +183,7 @@ impl PrincipalCache {
                 org: Arc::from(o.id.as_str()),
             });
         self.api_keys.insert(hash, value.clone());
+        self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
         Ok(Lookup { value, hit: false })
     }
 
@@ -166,16 +195,19 @@ impl PrincipalCache {
                 hit: true,
             });
         }
+        let seen = self.epoch();
         let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
             org: Arc::from(o.id.as_str()),
         });
         self.player_keys.insert(Arc::from(key), value.clone());
+        self.keep_if_current(seen, || self.player_keys.invalidate(key));
         Ok(Lookup { value, hit: false })
     }
 
     /// Drop what is cached for a user (after a change to them, or their creation,
     /// which must also clear a cached "unknown").
     pub fn invalidate_user(&self, id: &str) {
+        self.bump();
         self.users.invalidate(id);
         self.unknown_users.invalidate(id);
     }
@@ -183,12 +215,14 @@ impl PrincipalCache {
     /// Drop every cached organisation key (after a rotation). Keys are looked
     /// up by hash, so the old key's entry cannot be named directly.
     pub fn invalidate_keys(&self) {
+        self.bump();
         self.api_keys.invalidate_all();
         self.player_keys.invalidate_all();
     }
 
     /// Drop everything (a replica that may have missed notifications).
     pub fn clear(&self) {
+        self.bump();
         self.users.invalidate_all();
         self.unknown_users.invalidate_all();
         self.invalidate_keys();

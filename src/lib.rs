@@ -18,6 +18,7 @@ pub mod error;
 pub mod forward;
 pub mod forward_auth;
 pub mod handlers;
+pub mod invalidation;
 pub mod metrics;
 pub mod ops;
 pub mod path;

@@ -63,7 +63,7 @@ async fn verify(sc: &Sidecar, token: &str) -> (u16, Value) {
     (r.status.as_u16(), r.json())
 }
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn playback_token_survives_issuer_changes_and_fails_after_exp() {
     let echo = Echo::start().await;
     let sc = sidecar(&echo).await;
@@ -103,8 +103,9 @@ async fn playback_token_survives_issuer_changes_and_fails_after_exp() {
     assert_eq!(v["errorCode"], 1002);
     assert_eq!(v["message"], "jwt expired");
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn playback_revocable_token_refused_after_revoke_and_restart() {
     let echo = Echo::start().await;
     let sc = sidecar(&echo).await;
@@ -164,6 +165,7 @@ async fn playback_revocable_token_refused_after_revoke_and_restart() {
     .await;
     assert_eq!(play(&sc, "/playback/any/x", &t, &[]).await, 401);
     assert_eq!(play(&sc, "/playback/any/x", &nr, &[]).await, 200);
+}
 }
 
 #[tokio::test]
@@ -369,7 +371,7 @@ fn verify_with_jwks(jwks: &Value, token: &str) -> bool {
     .is_ok()
 }
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn playback_jwks_verifies_independently_across_rotation() {
     let echo = Echo::start().await;
     let sc = sidecar(&echo).await;
@@ -448,6 +450,7 @@ async fn playback_jwks_verifies_independently_across_rotation() {
         verify_with_jwks(&jwks, &old),
         "old key still has live tokens"
     );
+}
 }
 
 #[tokio::test]

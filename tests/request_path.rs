@@ -223,7 +223,7 @@ async fn cell(
     })
 }
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn permission_matrix_golden_table() {
     let w = world().await;
     let src = std::fs::read_to_string(crate::support::repo().join("policies/routes.toml")).unwrap();
@@ -256,6 +256,7 @@ async fn permission_matrix_golden_table() {
     );
     assert!(checked > 150);
 }
+}
 
 #[tokio::test]
 async fn player_key_lists_streams_only_with_a_tag_filter() {
@@ -270,7 +271,7 @@ async fn player_key_lists_streams_only_with_a_tag_filter() {
     );
 }
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn renewing_the_token_key_kills_old_tokens_on_the_next_request() {
     let w = world().await;
     let u = &w.users["nanoUser"];
@@ -305,8 +306,9 @@ async fn renewing_the_token_key_kills_old_tokens_on_the_next_request() {
         200
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn role_change_kills_old_tokens_and_new_tokens_get_the_new_role() {
     let w = world().await;
     let admin2 = w.sc.user(&w.org, "admin2@acme.test", "nanoAdmin").await;
@@ -341,8 +343,9 @@ async fn role_change_kills_old_tokens_and_new_tokens_get_the_new_role() {
         200
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn deleted_user_gets_401() {
     let w = world().await;
     let u = w.sc.user(&w.org, "gone@acme.test", "nanoUser").await;
@@ -357,8 +360,9 @@ async fn deleted_user_gets_401() {
     assert_eq!(r.status, 401);
     assert_eq!(r.reason(), "unknown_user");
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn cache_ttl_bounds_staleness_without_invalidation() {
     let echo = Echo::start().await;
     let sc = Sidecar::with(Options {
@@ -386,8 +390,9 @@ async fn cache_ttl_bounds_staleness_without_invalidation() {
         401
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn cache_hits_do_no_store_io_and_unknown_kids_are_cached() {
     let w = world().await;
     let t = w.sc.token(&w.users["nanoUser"].id).await;
@@ -415,8 +420,9 @@ async fn cache_hits_do_no_store_io_and_unknown_kids_are_cached() {
         "an unknown kid is looked up once"
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn a_user_of_one_org_cannot_reach_another_orgs_resources() {
     let w = world().await;
     let other = w.sc.org("globex").await;
@@ -462,6 +468,7 @@ async fn a_user_of_one_org_cannot_reach_another_orgs_resources() {
         w.sc.send("GET", "/stream", &[tok(&t)], None).await.status,
         401
     );
+}
 }
 
 #[tokio::test]
@@ -851,7 +858,7 @@ async fn upstream_that_never_answers_is_504() {
     hold.abort();
 }
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn the_store_survives_a_restart_and_the_cli_bootstraps_users() {
     let echo = Echo::start().await;
     let sc = Sidecar::start(&echo).await;
@@ -929,4 +936,5 @@ async fn the_store_survives_a_restart_and_the_cli_bootstraps_users() {
         sc.send("GET", "/stream", &[tok(&fresh)], None).await.status,
         200
     );
+}
 }

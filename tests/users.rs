@@ -50,7 +50,7 @@ impl World {
     }
 }
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn downgraded_admin_loses_admin_rights_on_the_next_request_even_if_logged_in() {
     let w = world().await;
     let other = w.sc.user(&w.org, "boss2@acme.test", "nanoAdmin").await;
@@ -104,8 +104,9 @@ async fn downgraded_admin_loses_admin_rights_on_the_next_request_even_if_logged_
         "nanoReadOnly"
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn renewing_a_users_token_key_invalidates_all_their_tokens_and_only_theirs() {
     let w = world().await;
     let u = w.sc.user(&w.org, "op@acme.test", "nanoUser").await;
@@ -143,8 +144,9 @@ async fn renewing_a_users_token_key_invalidates_all_their_tokens_and_only_theirs
         200
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn someone_with_the_api_key_can_renew_a_users_token_key() {
     let w = world().await;
     let u = w.sc.user(&w.org, "op@acme.test", "nanoUser").await;
@@ -163,8 +165,9 @@ async fn someone_with_the_api_key_can_renew_a_users_token_key() {
         401
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn deleting_a_user_invalidates_their_tokens_and_unknown_ids_are_404() {
     let w = world().await;
     let u = w.sc.user(&w.org, "op@acme.test", "nanoUser").await;
@@ -222,8 +225,9 @@ async fn deleting_a_user_invalidates_their_tokens_and_unknown_ids_are_404() {
             .len();
     assert_eq!(audit_before, audit_after, "no writes for unknown users");
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn nano_user_can_list_users_but_not_change_roles_renew_or_delete() {
     let w = world().await;
     let op = w.sc.user(&w.org, "op@acme.test", "nanoUser").await;
@@ -259,8 +263,9 @@ async fn nano_user_can_list_users_but_not_change_roles_renew_or_delete() {
         "nanoAdmin"
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn nano_read_only_cannot_list_users_and_the_list_filters_by_role() {
     let w = world().await;
     let ro = w.sc.user(&w.org, "ro@acme.test", "nanoReadOnly").await;
@@ -281,8 +286,9 @@ async fn nano_read_only_cannot_list_users_and_the_list_filters_by_role() {
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["email"], "ro@acme.test");
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn an_unknown_role_is_400_listing_the_valid_ones() {
     let w = world().await;
     let u = w.sc.user(&w.org, "op@acme.test", "nanoUser").await;
@@ -301,8 +307,9 @@ async fn an_unknown_role_is_400_listing_the_valid_ones() {
         "nanoUser"
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn the_last_nano_admin_cannot_be_demoted_or_deleted() {
     let w = world().await;
     let r = w
@@ -344,8 +351,9 @@ async fn the_last_nano_admin_cannot_be_demoted_or_deleted() {
         200
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn an_admin_cannot_touch_a_user_of_another_organisation() {
     let w = world().await;
     let other = w.sc.org("globex").await;
@@ -377,8 +385,9 @@ async fn an_admin_cannot_touch_a_user_of_another_organisation() {
         victim
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn every_admin_change_is_audited() {
     let w = world().await;
     let u = w.sc.user(&w.org, "op@acme.test", "nanoUser").await;
@@ -453,8 +462,9 @@ async fn every_admin_change_is_audited() {
         403
     );
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn the_permission_overview_equals_what_the_policies_enforce() {
     let w = world().await;
     let src = std::fs::read_to_string(crate::support::repo().join("policies/routes.toml")).unwrap();
@@ -510,8 +520,9 @@ async fn the_permission_overview_equals_what_the_policies_enforce() {
         }
     }
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn invite_round_trip_then_login() {
     let w = world().await;
     let r =
@@ -590,8 +601,9 @@ async fn invite_round_trip_then_login() {
         .await;
     assert_eq!(r.status, 403);
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn an_expired_invite_is_refused() {
     let echo = Echo::start().await;
     let sc = Sidecar::with(crate::support::Options {
@@ -632,8 +644,9 @@ async fn an_expired_invite_is_refused() {
         .unwrap()
         .is_none());
 }
+}
 
-#[tokio::test]
+crate::on_both_stores! {
 async fn failed_logins_are_throttled() {
     let w = world().await;
     let hash = {
@@ -680,4 +693,5 @@ async fn failed_logins_are_throttled() {
             .await;
         assert_eq!(r.status, 200);
     }
+}
 }

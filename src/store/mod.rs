@@ -1,11 +1,13 @@
 //! Durable state behind one trait: organisations, users (role, tokenKey, status),
-//! and the audit log. The embedded SQLite file is the default; a server-backed
-//! implementation slots in behind the same trait without touching the request path.
+//! invites, playback keys and revocations, and the audit log. The embedded SQLite
+//! file is the default; PostgreSQL (`postgres://` URL) is for several replicas.
 //!
-//! Every write is one transaction. Writes that change what a credential may do
-//! (role, tokenKey, deletion, key rotation) return the ids whose cache entries
-//! the caller must drop.
+//! Every write is one transaction. The caller drops its own cache entries after
+//! a write that changes what a credential may do (role, tokenKey, deletion, key
+//! rotation); a shared store also announces the change to every other replica
+//! (`Store::subscribe`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -132,12 +134,55 @@ pub struct PlaybackKey {
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// A change made through any replica that cached credentials must follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A user's tokenKey, role or existence changed (or the user was created).
+    User(String),
+    /// An organisation's API key or player key was replaced.
+    OrgKeys(String),
+    /// A playback token was revoked.
+    PlaybackRevoked(String),
+    /// Changes may have been missed (the notification connection was lost and
+    /// is back): everything cached must go.
+    Resync,
+}
+
+impl Change {
+    /// The notification payload: a one-letter kind, `:`, the id.
+    pub fn encode(&self) -> String {
+        match self {
+            Change::User(id) => format!("u:{id}"),
+            Change::OrgKeys(id) => format!("o:{id}"),
+            Change::PlaybackRevoked(jti) => format!("p:{jti}"),
+            Change::Resync => "*".to_owned(),
+        }
+    }
+
+    /// Parse a payload; anything unrecognised asks for a resync (fail safe:
+    /// dropping the cache costs a few store reads, keeping a stale entry could
+    /// let a revoked credential through).
+    pub fn decode(payload: &str) -> Change {
+        match payload.split_once(':') {
+            Some(("u", id)) if !id.is_empty() => Change::User(id.to_owned()),
+            Some(("o", id)) if !id.is_empty() => Change::OrgKeys(id.to_owned()),
+            Some(("p", jti)) if !jti.is_empty() => Change::PlaybackRevoked(jti.to_owned()),
+            _ => Change::Resync,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/status` (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
     /// Cheap round trip used by readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Changes made through other replicas, for cache invalidation. `None`: the
+    /// store is not shared between processes that cache (the embedded file).
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 
     async fn create_org(&self, name: &str) -> Result<CreatedOrg, StoreError>;
     async fn org(&self, id: &str) -> Result<Option<Org>, StoreError>;
@@ -241,13 +286,66 @@ pub fn key_hash(key: &str) -> [u8; 32] {
     sha2::Sha256::digest(key.as_bytes()).into()
 }
 
+pub(crate) fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+pub(crate) fn ts(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A new organisation with fresh keys, ready to insert.
+pub(crate) fn new_org(name: String) -> CreatedOrg {
+    let api_key = random_token("ak_");
+    let player_key = random_token("pk_");
+    CreatedOrg {
+        org: Org {
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            api_key_hash: key_hash(&api_key),
+            player_key: player_key.clone(),
+            webhook: None,
+            created_at: ts(now()),
+        },
+        api_key,
+        player_key,
+    }
+}
+
+/// A new user with a fresh id and tokenKey, ready to insert.
+pub(crate) fn new_user(u: NewUser) -> User {
+    User {
+        id: uuid::Uuid::new_v4().to_string(),
+        org_id: u.org_id,
+        email: u.email,
+        role: u.role,
+        token_key: random_key(),
+        created_at: ts(now()),
+        password_hash: u.password_hash,
+    }
+}
+
+/// Whether changing `user` to `new_role` (`None`: deleting them) could remove
+/// their organisation's last nanoAdmin, so the admins must be counted first.
+pub(crate) fn touches_admin(user: &User, new_role: Option<&str>) -> bool {
+    user.role == ADMIN_ROLE && new_role != Some(ADMIN_ROLE)
+}
+
+/// The refusal when `admins` (counted with `user` among them) is the last one.
+pub(crate) fn refuse_last_admin(admins: i64) -> Result<(), StoreError> {
+    if admins <= 1 {
+        return Err(StoreError::Refused(
+            "the organisation's last nanoAdmin cannot be demoted or deleted".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Open the store a location names: a `postgres://` URL or a SQLite file path
 /// (optionally prefixed `sqlite://`).
 pub async fn open(location: &str) -> Result<SharedStore, StoreError> {
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        return Err(StoreError::Unavailable(
-            "postgres stores are not built into this version".to_owned(),
-        ));
+        return Ok(Arc::new(postgres::PostgresStore::open(location).await?));
     }
     let path = location.strip_prefix("sqlite://").unwrap_or(location);
     Ok(Arc::new(sqlite::SqliteStore::open(path).await?))

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
-use time::OffsetDateTime;
 
 use super::{
-    key_hash, random_key, random_token, AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewInvite,
-    NewUser, Org, PlaybackKey, Store, StoreError, User, ADMIN_ROLE,
+    key_hash, new_org, new_user, now, random_token, refuse_last_admin, touches_admin, ts,
+    AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewInvite, NewUser, Org, PlaybackKey, Store,
+    StoreError, User, ADMIN_ROLE,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -111,14 +111,6 @@ fn q(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn ts(secs: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
 const ORG_COLS: &str = "id, name, api_key_hash, player_key, webhook, created_at";
 const USER_COLS: &str = "id, org_id, email, role, token_key, password_hash, created_at";
 
@@ -167,7 +159,7 @@ fn guard_last_admin(
     user: &User,
     new_role: Option<&str>,
 ) -> Result<(), StoreError> {
-    if user.role != ADMIN_ROLE || new_role == Some(ADMIN_ROLE) {
+    if !touches_admin(user, new_role) {
         return Ok(());
     }
     let admins: i64 = tx
@@ -177,12 +169,7 @@ fn guard_last_admin(
             |r| r.get(0),
         )
         .map_err(q)?;
-    if admins <= 1 {
-        return Err(StoreError::Refused(
-            "the organisation's last nanoAdmin cannot be demoted or deleted".to_owned(),
-        ));
-    }
-    Ok(())
+    refuse_last_admin(admins)
 }
 
 impl SqliteStore {
@@ -282,15 +269,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn insert_user(tx: &Transaction<'_>, u: NewUser) -> Result<User, StoreError> {
-    let user = User {
-        id: uuid::Uuid::new_v4().to_string(),
-        org_id: u.org_id,
-        email: u.email,
-        role: u.role,
-        token_key: random_key(),
-        created_at: ts(now()),
-        password_hash: u.password_hash,
-    };
+    let user = new_user(u);
     tx.execute(
         &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
         params![
@@ -324,16 +303,8 @@ impl Store for SqliteStore {
     async fn create_org(&self, name: &str) -> Result<CreatedOrg, StoreError> {
         let name = name.to_owned();
         self.tx(move |tx| {
-            let api_key = random_token("ak_");
-            let player_key = random_token("pk_");
-            let org = Org {
-                id: uuid::Uuid::new_v4().to_string(),
-                name,
-                api_key_hash: key_hash(&api_key),
-                player_key: player_key.clone(),
-                webhook: None,
-                created_at: ts(now()),
-            };
+            let created = new_org(name);
+            let org = &created.org;
             tx.execute(
                 &format!("INSERT INTO orgs ({ORG_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5)"),
                 params![
@@ -350,11 +321,7 @@ impl Store for SqliteStore {
                 }
                 other => other,
             })?;
-            Ok(CreatedOrg {
-                org,
-                api_key,
-                player_key,
-            })
+            Ok(created)
         })
         .await
     }

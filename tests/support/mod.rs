@@ -1,8 +1,15 @@
 //! Test harness: a real echo upstream on loopback that reports what reached it,
-//! rolegate started in-process on port 0 with a real SQLite file in a temp dir
-//! and a copy of the shipped policies, and a small HTTP client.
+//! rolegate started in-process on port 0 with a real store (a SQLite file in a
+//! temp dir, or a fresh database in a throwaway PostgreSQL cluster) and a copy
+//! of the shipped policies, and a small HTTP client.
+//!
+//! Behaviour that must hold on both stores is written once and run on each
+//! with `on_both_stores!`: the test body runs inside `with_store(kind, ..)`,
+//! and every `Sidecar` it starts without an explicit store uses that kind.
 
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -128,6 +135,52 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Which store a sidecar gets when its options name none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    static STORE_KIND: StoreKind;
+}
+
+/// Run a test body with `kind` as the store of every sidecar it starts.
+pub async fn with_store<F: std::future::Future<Output = ()>>(kind: StoreKind, body: F) {
+    STORE_KIND.scope(kind, body).await
+}
+
+pub fn store_kind() -> StoreKind {
+    STORE_KIND.try_with(|k| *k).unwrap_or(StoreKind::Sqlite)
+}
+
+/// Write `async fn name() { .. }` once; get `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($(#[doc = $doc:literal])* async fn $name:ident() $body:block)*) => {
+        $(
+            $(#[doc = $doc])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn body() $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::support::with_store($crate::support::StoreKind::Sqlite, body()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::support::with_store($crate::support::StoreKind::Postgres, body()).await
+                }
+            }
+        )*
+    };
+}
+
 pub const MASTER_SECRET: &str = "test-master-secret-0123456789abcdef0123456789";
 
 /// Options for a test sidecar.
@@ -138,8 +191,23 @@ pub struct Options {
     pub config: String,
     /// Use this directory (and its rolegate.db) instead of a fresh one: restarts.
     pub dir: Option<Arc<tempfile::TempDir>>,
-    /// Store location override (e.g. a postgres:// URL).
+    /// Store location override (e.g. a postgres:// URL shared by two replicas).
     pub store: Option<String>,
+}
+
+/// The store a sidecar in `dir` uses: the one it used before (restarts), else
+/// a new one of the test's kind.
+async fn store_location(dir: &Path) -> String {
+    let remembered = dir.join("store.location");
+    if let Ok(s) = std::fs::read_to_string(&remembered) {
+        return s;
+    }
+    let location = match store_kind() {
+        StoreKind::Sqlite => dir.join("rolegate.db").display().to_string(),
+        StoreKind::Postgres => pg::shared().database().await,
+    };
+    std::fs::write(&remembered, &location).unwrap();
+    location
 }
 
 /// rolegate, in-process, on loopback port 0.
@@ -172,9 +240,10 @@ impl Sidecar {
             copy_dir(&repo().join("schema"), &schema);
         }
         std::fs::write(dir.path().join("master.secret"), MASTER_SECRET).unwrap();
-        let store = opts
-            .store
-            .unwrap_or_else(|| dir.path().join("rolegate.db").display().to_string());
+        let store = match opts.store {
+            Some(s) => s,
+            None => store_location(dir.path()).await,
+        };
         let mut toml = format!(
             "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\nstore = \"{store}\"\nmaster_secret_file = \"master.secret\"\npolicies_dir = \"policies\"\nschema_dir = \"schema\"\ndrain_seconds = 5\n"
         );

@@ -1,0 +1,52 @@
+//! Following a shared store's change announcements: every replica drops the
+//! cache entries a change made anywhere affects (its own writes come back too,
+//! harmlessly: they were already dropped locally).
+//!
+//! Fail safe in both directions of doubt: a lagging consumer (announcements
+//! overflowed the buffer) and a re-subscribed listener (announcements may have
+//! been missed while it was away) clear the whole cache. What a lost
+//! announcement can cost is bounded by the cache TTL.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use crate::app::AppState;
+use crate::cache::PrincipalCache;
+use crate::store::Change;
+
+/// Apply announcements until shutdown or until the store goes away.
+pub async fn follow(
+    state: Arc<AppState>,
+    mut changes: broadcast::Receiver<Change>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            received = changes.recv() => match received {
+                Ok(change) => apply(&state.cache, &change),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "fell behind the store's change announcements; clearing the cache");
+                    state.cache.clear();
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+fn apply(cache: &PrincipalCache, change: &Change) {
+    match change {
+        Change::User(id) => cache.invalidate_user(id),
+        Change::OrgKeys(_) => cache.invalidate_keys(),
+        // Revocations are not cached: every revocable playback token is checked
+        // against the store, so there is nothing to drop.
+        Change::PlaybackRevoked(_) => {}
+        Change::Resync => {
+            tracing::info!("store changes may have been missed; clearing the cache");
+            cache.clear();
+        }
+    }
+}

@@ -9,5 +9,6 @@ mod deploy;
 mod forward_auth;
 mod playback;
 mod policy_tools;
+mod replicas;
 mod request_path;
 mod users;

@@ -229,10 +229,7 @@ async fn announce(tx: &tokio_postgres::Transaction<'_>, change: Change) -> Resul
     Ok(())
 }
 
-async fn insert_user(
-    tx: &tokio_postgres::Transaction<'_>,
-    u: NewUser,
-) -> Result<User, StoreError> {
+async fn insert_user(tx: &tokio_postgres::Transaction<'_>, u: NewUser) -> Result<User, StoreError> {
     let user = new_user(u);
     tx.execute(
         &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
@@ -500,9 +497,7 @@ async fn listen_once(
         Ok(())
     });
     let result = async {
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         let _ = out.send(Change::Resync);
         tracing::info!("listening for store changes");
         let mut heartbeat = tokio::time::interval(LISTENER_HEARTBEAT);
@@ -561,7 +556,9 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(|e| match pg(e) {
-            StoreError::Duplicate(_) => StoreError::Duplicate(format!("organisation `{}`", org.name)),
+            StoreError::Duplicate(_) => {
+                StoreError::Duplicate(format!("organisation `{}`", org.name))
+            }
             other => other,
         })?;
         Ok(created)
@@ -642,9 +639,12 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         // One active key per organisation: serialise creators on the org row.
-        tx.execute("SELECT 1 FROM orgs WHERE id = $1 FOR UPDATE", &[&key.org_id])
-            .await
-            .map_err(pg)?;
+        tx.execute(
+            "SELECT 1 FROM orgs WHERE id = $1 FOR UPDATE",
+            &[&key.org_id],
+        )
+        .await
+        .map_err(pg)?;
         if !rotate {
             let existing = tx
                 .query_opt(
@@ -901,7 +901,15 @@ impl Store for PostgresStore {
         if at >= expires_at {
             return Err(StoreError::InviteRefused("expired"));
         }
-        let created = insert_user(&tx, NewUser { org_id, role, ..user }).await?;
+        let created = insert_user(
+            &tx,
+            NewUser {
+                org_id,
+                role,
+                ..user
+            },
+        )
+        .await?;
         tx.execute(
             "UPDATE invites SET used_at = $1, used_by = $2 WHERE id = $3",
             &[&at, &created.id, &id],

@@ -131,7 +131,7 @@ impl PgCluster {
     /// Start (or start again) the server on the cluster's port.
     pub fn start_server(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c full_page_writes=off -c max_connections=400",
             self.port,
             self.dir.display()
@@ -139,13 +139,27 @@ impl PgCluster {
         let log = self.dir.join("server.log").display().to_string();
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "-o", &opts, "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
         );
     }
 
     /// Stop the server at once (as a crash would): connections drop.
     pub fn stop_server(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     pub fn url(&self, database: &str) -> String {

@@ -1,0 +1,495 @@
+//! Several replicas on one PostgreSQL: a change made through one replica bites
+//! on the other (LISTEN/NOTIFY, not the TTL: these replicas cache for five
+//! minutes unless a test says otherwise), lost notifications are bounded by the
+//! TTL, a lost listener connection clears the cache, a dead store fails closed
+//! and recovers by itself, and racing role changes end consistent.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::pg::{self, PgCluster};
+use crate::support::{tok, Echo, Options, Reply, Sidecar, MASTER_SECRET};
+
+/// Long enough that only a notification can explain a refusal within a test.
+const LONG_TTL: &str = "cache_ttl_secs = 300\n";
+/// How long a notification may take to bite in these tests (the target is
+/// tens of milliseconds; `bench/revocation` measures it).
+const NOTIFY_BOUND: Duration = Duration::from_secs(2);
+
+struct Pair {
+    echo: Echo,
+    a: Sidecar,
+    b: Sidecar,
+    url: String,
+    org: rolegate::store::CreatedOrg,
+    admin_token: String,
+}
+
+async fn replica(echo: &Echo, url: &str, config: &str) -> Sidecar {
+    Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        store: Some(url.to_owned()),
+        config: config.to_owned(),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn pair(config: &str) -> Pair {
+    let url = pg::shared().database().await;
+    let echo = Echo::start().await;
+    let a = replica(&echo, &url, config).await;
+    let b = replica(&echo, &url, config).await;
+    let org = a.org("acme").await;
+    let admin = a.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let admin_token = a.token(&admin.id).await;
+    Pair {
+        echo,
+        a,
+        b,
+        url,
+        org,
+        admin_token,
+    }
+}
+
+async fn get_stream(sc: &Sidecar, header: (&str, &str)) -> Reply {
+    sc.send("GET", "/stream", &[header], None).await
+}
+
+/// Poll until `header` gets `status` from `sc`; how long that took.
+async fn until_status(
+    sc: &Sidecar,
+    header: (&str, &str),
+    status: u16,
+    bound: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = get_stream(sc, header).await;
+        if r.status == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "still {} (not {status}) after {bound:?}: {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Change a user's tokenKey behind rolegate's back: no notification is sent.
+async fn silent_renewal(url: &str, user_id: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let n = client
+        .execute(
+            "UPDATE users SET token_key = $1 WHERE id = $2",
+            &[&rolegate::store::random_key(), &user_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(client);
+    let _ = task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_role_change_or_deletion_through_one_replica_bites_on_the_other() {
+    let p = pair(LONG_TTL).await;
+    let victims = [
+        p.a.user(&p.org, "renew@acme.test", "nanoUser").await,
+        p.a.user(&p.org, "demote@acme.test", "nanoUser").await,
+        p.a.user(&p.org, "delete@acme.test", "nanoUser").await,
+    ];
+    let mut tokens = Vec::new();
+    for v in &victims {
+        let t = p.a.token(&v.id).await;
+        // B has the user cached: only a notification can make it refuse now.
+        assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
+        tokens.push(t);
+    }
+    let admin = tok(&p.admin_token);
+    let r =
+        p.a.send(
+            "PUT",
+            "/user/tokenkey",
+            &[admin],
+            Some(&json!({"userId": victims[0].id}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r =
+        p.a.send(
+            "PUT",
+            "/user/permission",
+            &[admin],
+            Some(&json!({"userId": victims[1].id, "permission": "nanoReadOnly"}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r =
+        p.a.send(
+            "DELETE",
+            &format!("/user/{}", victims[2].id),
+            &[admin],
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    for t in &tokens {
+        until_status(&p.b, tok(t), 401, NOTIFY_BOUND).await;
+    }
+    // The demoted user's new token carries the new role on B.
+    let fresh = p.a.token(&victims[1].id).await;
+    assert_eq!(get_stream(&p.b, tok(&fresh)).await.status, 200);
+    assert_eq!(
+        p.echo.last().unwrap().headers["x-rolegate-role"],
+        "nanoReadOnly"
+    );
+    assert_eq!(
+        p.b.send("DELETE", "/stream/s1", &[tok(&fresh)], None)
+            .await
+            .status,
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_rotation_through_one_replica_bites_on_the_other() {
+    let p = pair(LONG_TTL).await;
+    let old = ("x-bintu-apikey", p.org.api_key.as_str());
+    assert_eq!(get_stream(&p.b, old).await.status, 200);
+    let r =
+        p.a.send("PUT", "/organisation/apikey", &[tok(&p.admin_token)], None)
+            .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new = r.json()["data"]["apiKey"].as_str().unwrap().to_owned();
+    until_status(&p.b, old, 401, NOTIFY_BOUND).await;
+    assert_eq!(get_stream(&p.b, ("x-bintu-apikey", &new)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playback_revocation_through_one_replica_bites_on_the_other() {
+    let p = pair(&format!("{LONG_TTL}playback_prefix = \"/playback\"\n")).await;
+    let u = p.a.user(&p.org, "u@acme.test", "nanoUser").await;
+    let api = p.a.token(&u.id).await;
+    let r =
+        p.a.send(
+            "POST",
+            "/playback/token",
+            &[tok(&api)],
+            Some(&json!({"orgawide": true, "revocable": true}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["data"]["token"].as_str().unwrap().to_owned();
+    let play = |sc: &Sidecar| {
+        let path = format!("/playback/any/x?token={t}");
+        let base = sc.base.clone();
+        async move {
+            crate::support::send(&base, "GET", &path, &[], None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(play(&p.b).await, 200);
+    let r =
+        p.a.send(
+            "POST",
+            "/playback/token/revoke",
+            &[tok(&api)],
+            Some(&json!({ "token": t }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(play(&p.b).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_between_revocation_and_replay_still_refuses() {
+    let p = pair(LONG_TTL).await;
+    let u = p.a.user(&p.org, "u@acme.test", "nanoUser").await;
+    let t = p.a.token(&u.id).await;
+    assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
+    let b_config = p.b.settings.clone();
+    p.b.stop().await;
+    let r =
+        p.a.send(
+            "PUT",
+            "/user/tokenkey",
+            &[tok(&p.admin_token)],
+            Some(&json!({"userId": u.id}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = replica(&p.echo, &p.url, LONG_TTL).await;
+    assert_eq!(b.settings.store, b_config.store);
+    assert_eq!(get_stream(&b, tok(&t)).await.status, 401);
+    let fresh = b.token(&u.id).await;
+    assert_eq!(get_stream(&b, tok(&fresh)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_is_bounded_by_the_cache_ttl() {
+    let ttl = Duration::from_secs(2);
+    let p = pair(&format!("cache_ttl_secs = {}\n", ttl.as_secs())).await;
+    let u = p.a.user(&p.org, "u@acme.test", "nanoUser").await;
+    let t = p.a.token(&u.id).await;
+    assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
+    let cached_at = Instant::now();
+    silent_renewal(&p.url, &u.id).await;
+    // No notification: B keeps the entry it has...
+    assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
+    // ...until the TTL ends it, and not later.
+    until_status(&p.b, tok(&t), 401, ttl + Duration::from_secs(2)).await;
+    let stale_for = cached_at.elapsed();
+    assert!(
+        stale_for <= ttl + Duration::from_millis(500),
+        "stale for {stale_for:?} with a TTL of {ttl:?}"
+    );
+    assert!(
+        stale_for >= ttl - Duration::from_millis(100),
+        "{stale_for:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_listener_connection_drops_clears_its_cache_on_reconnect() {
+    let p = pair(LONG_TTL).await;
+    let u = p.a.user(&p.org, "u@acme.test", "nanoUser").await;
+    let t = p.a.token(&u.id).await;
+    assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
+    silent_renewal(&p.url, &u.id).await;
+    assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200, "stale entry");
+    // Cut both replicas' listener connections, as a network blip would.
+    let (client, conn) = tokio_postgres::connect(&p.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let killed: i64 = client
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'rolegate-listener' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 2);
+    drop(client);
+    let _ = task.await;
+    // They re-subscribe and, not knowing what they missed, drop everything.
+    until_status(&p.b, tok(&t), 401, Duration::from_secs(5)).await;
+    // And notifications flow again on the new connection.
+    let fresh = p.a.token(&u.id).await;
+    assert_eq!(get_stream(&p.b, tok(&fresh)).await.status, 200);
+    let r =
+        p.a.send(
+            "PUT",
+            "/user/tokenkey",
+            &[tok(&p.admin_token)],
+            Some(&json!({"userId": u.id}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    until_status(&p.b, tok(&fresh), 401, NOTIFY_BOUND).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_store_fails_closed_and_service_resumes_when_it_is_back() {
+    // A cluster of its own: this test stops its server.
+    let cluster = PgCluster::start();
+    let url = cluster.database().await;
+    let echo = Echo::start().await;
+    let sc = replica(&echo, &url, LONG_TTL).await;
+    let org = sc.org("acme").await;
+    let cached = sc.user(&org, "cached@acme.test", "nanoUser").await;
+    let cold = sc.user(&org, "cold@acme.test", "nanoUser").await;
+    let (tc, tn) = (sc.token(&cached.id).await, sc.token(&cold.id).await);
+    assert_eq!(get_stream(&sc, tok(&tc)).await.status, 200);
+    assert_eq!(sc.ops_get("/ready").await.status, 200);
+    let upstream_before = echo.count();
+
+    cluster.stop_server();
+    // A miss cannot be decided: 503, never an allow, never a 401 blaming the token.
+    let r = get_stream(&sc, tok(&tn)).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.reason(), "store_unavailable");
+    assert_eq!(echo.count(), upstream_before);
+    let ready = sc.ops_get("/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["status"], "store_unavailable");
+    // What is cached still decides (bounded by the TTL), as documented.
+    assert_eq!(get_stream(&sc, tok(&tc)).await.status, 200);
+
+    cluster.start_server();
+    until_status(&sc, tok(&tn), 200, Duration::from_secs(15)).await;
+    assert_eq!(sc.ops_get("/ready").await.status, 200);
+    // The listener is back too: a renewal through the API still bites.
+    let admin = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let at = sc.token(&admin.id).await;
+    let r = sc
+        .send(
+            "PUT",
+            "/user/tokenkey",
+            &[tok(&at)],
+            Some(&json!({"userId": cold.id}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get_stream(&sc, tok(&tn)).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_role_changes_through_two_replicas_end_consistent() {
+    let p = pair(LONG_TTL).await;
+    let u = p.a.user(&p.org, "target@acme.test", "nanoUser").await;
+    let roles = ["nanoAdmin", "nanoUser", "nanoReadOnly"];
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let base = if i % 2 == 0 {
+            p.a.base.clone()
+        } else {
+            p.b.base.clone()
+        };
+        let admin = p.admin_token.clone();
+        let id = u.id.clone();
+        let role = roles[i % roles.len()];
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"userId": id, "permission": role}).to_string();
+            let r = crate::support::send(
+                &base,
+                "PUT",
+                "/user/permission",
+                &[tok(&admin)],
+                Some(&body),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            // Mint a token under whatever key this replica sees right now.
+            let body = json!({"userId": id}).to_string();
+            let r =
+                crate::support::send(&base, "POST", "/bintu/token", &[tok(&admin)], Some(&body))
+                    .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()["data"]["token"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut minted = Vec::new();
+    for t in tasks {
+        minted.push(t.await.unwrap());
+    }
+    let last = p.a.state.store.user(&u.id).await.unwrap().unwrap();
+    assert!(roles.contains(&last.role.as_str()));
+    let final_secret =
+        rolegate::token::derive_secret(MASTER_SECRET.as_bytes(), &u.id, &last.token_key);
+    let final_token = p.a.token(&u.id).await;
+    for sc in [&p.a, &p.b] {
+        // Both replicas settle on the store's final state...
+        until_status(sc, tok(&final_token), 200, NOTIFY_BOUND).await;
+        assert_eq!(
+            p.echo.last().unwrap().headers["x-rolegate-role"],
+            last.role.as_str()
+        );
+        // ...and no token minted under an intermediate key works anywhere.
+        for t in &minted {
+            let under_final = signed_with(t, &final_secret);
+            let expect = if under_final { 200 } else { 401 };
+            until_status(sc, tok(t), expect, NOTIFY_BOUND).await;
+        }
+    }
+    // Every change is in the audit log, from both replicas.
+    let audit =
+        p.a.state
+            .store
+            .list_audit(
+                &p.org.org.id,
+                &rolegate::store::AuditFilter {
+                    target: Some(u.id.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.action == "editUserRole" && r.outcome == "ok")
+            .count(),
+        12,
+        "{audit:?}"
+    );
+}
+
+/// Whether a token's HS256 signature was made with `secret`.
+fn signed_with(token: &str, secret: &[u8]) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let (signed, sig) = token.rsplit_once('.').unwrap();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap();
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).unwrap();
+    mac.update(signed.as_bytes());
+    mac.verify_slice(&sig).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_migrate_the_schema_exactly_once() {
+    let url = pg::shared().database().await;
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { rolegate::store::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM rolegate_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    drop(client);
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_bad_postgres_url_stops_start_up_without_echoing_the_password() {
+    let Err(e) = rolegate::store::open("postgres://u:s3cret@127.0.0.1:notaport/db").await else {
+        panic!("opened");
+    };
+    let msg = e.to_string();
+    assert!(!msg.contains("s3cret"), "{msg}");
+    assert!(msg.contains("PostgreSQL URL"), "{msg}");
+    // A server that is not there: a clear error, in bounded time.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = Instant::now();
+    let Err(e) = rolegate::store::open(&format!("postgres://u:s3cret@127.0.0.1:{port}/db")).await
+    else {
+        panic!("opened");
+    };
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+}

@@ -493,3 +493,47 @@ async fn a_bad_postgres_url_stops_start_up_without_echoing_the_password() {
     assert!(start.elapsed() < Duration::from_secs(10));
     assert!(!e.to_string().contains("s3cret"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_over_tls_is_verified_and_used() {
+    let cluster = PgCluster::start_with_tls();
+    let url = format!("{}?sslmode=require", cluster.database().await);
+    // Nobody vouches for the test CA: refused, saying why.
+    std::env::remove_var("SSL_CERT_FILE");
+    let Err(e) = rolegate::store::open(&url).await else {
+        panic!("an unverifiable server certificate was accepted");
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // With the CA trusted the way operators do it (SSL_CERT_FILE): TLS for
+    // the pool and the listener alike.
+    std::env::set_var("SSL_CERT_FILE", cluster.ca_file());
+    let store = rolegate::store::open(&url).await;
+    std::env::remove_var("SSL_CERT_FILE");
+    let store = store.unwrap();
+    store.ping().await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let start = Instant::now();
+    loop {
+        let rows = client
+            .query(
+                "SELECT a.application_name, s.ssl FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'rolegate%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let names: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        if names.iter().any(|(n, _)| n == "rolegate-listener") {
+            assert!(names.iter().all(|(_, ssl)| *ssl), "{names:?}");
+            assert!(names.iter().any(|(n, _)| n == "rolegate"), "{names:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(client);
+    let _ = task.await;
+}

@@ -13,8 +13,15 @@
 //! Connections come from a small pool with short timeouts: when the server is
 //! unreachable a cache miss fails within seconds as `Unavailable` (503), and
 //! the pool reconnects by itself once it is back.
+//!
+//! TLS follows the URL's `sslmode`: `prefer` (the default) uses it when the
+//! server offers it, `require` insists, `disable` never tries. A server
+//! certificate is always verified (chain and host name), against the system's
+//! CA roots or the PEM bundle named by `SSL_CERT_FILE` (or `SSL_CERT_DIR`):
+//! unlike libpq's `require`, there is no unverified TLS.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +30,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     key_hash, new_org, new_user, now, random_token, refuse_last_admin, touches_admin, ts,
@@ -133,6 +141,22 @@ impl Drop for PostgresStore {
     }
 }
 
+/// The error and its causes on one line ("error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer"); the driver keeps the cause apart.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Map a driver error: lost or refused connections are `Unavailable` (503 on
 /// the request path), constraint violations `Duplicate`, the rest `Query`.
 fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -149,11 +173,11 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
                 || *c == SqlState::CRASH_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(describe(&e))
         }
-        Some(_) => StoreError::Query(e.to_string()),
-        // No SQLSTATE: the connection itself failed (closed, I/O, timeout).
-        None => StoreError::Unavailable(e.to_string()),
+        Some(_) => StoreError::Query(describe(&e)),
+        // No SQLSTATE: the connection itself failed (closed, I/O, TLS, timeout).
+        None => StoreError::Unavailable(describe(&e)),
     }
 }
 
@@ -350,6 +374,27 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
     tx.commit().await.map_err(m)
 }
 
+/// The TLS connector: ring as the provider, the system's (or `SSL_CERT_FILE`'s) roots.
+fn tls() -> Result<MakeRustlsConnect, StoreError> {
+    let found = rustls_native_certs::load_native_certs();
+    if !found.errors.is_empty() {
+        tracing::debug!(
+            errors = found.errors.len(),
+            "some CA certificates could not be loaded"
+        );
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Unavailable(format!("TLS set-up failed: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 impl PostgresStore {
     /// Connect, migrate, and start listening for other replicas' changes.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -369,9 +414,10 @@ impl PostgresStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
 
+        let tls = tls()?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -391,7 +437,7 @@ impl PostgresStore {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         let mut listen = config;
         listen.application_name("rolegate-listener");
-        let listener = tokio::spawn(listen_forever(listen, changes.clone()));
+        let listener = tokio::spawn(listen_forever(listen, tls, changes.clone()));
         Ok(PostgresStore {
             pool,
             changes,
@@ -458,13 +504,17 @@ impl PostgresStore {
 /// Keep one connection LISTENing and forward what it hears. After every
 /// (re)subscription a `Resync` goes out first: whatever happened while the
 /// connection was down was not heard, so caches must start over.
-async fn listen_forever(config: tokio_postgres::Config, out: broadcast::Sender<Change>) {
+async fn listen_forever(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    out: broadcast::Sender<Change>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&config, &out).await {
+        match listen_once(&config, tls.clone(), &out).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => tracing::warn!(
-                error = %e,
+                error = %describe(&e),
                 retry_ms = backoff.as_millis() as u64,
                 "store change listener disconnected; caches are cleared when it is back"
             ),
@@ -476,9 +526,10 @@ async fn listen_forever(config: tokio_postgres::Config, out: broadcast::Sender<C
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     out: &broadcast::Sender<Change>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
     // The connection object does the socket I/O; polling its messages drives it.
     let io = tokio::spawn(async move {

@@ -19,6 +19,8 @@ pub struct PgCluster {
     bin: PathBuf,
     /// Run the server binaries as this user (when the tests run as root).
     run_as: Option<&'static str>,
+    /// Extra server options (TLS).
+    extra: String,
 }
 
 fn bin_dir() -> PathBuf {
@@ -63,6 +65,44 @@ fn is_root() -> bool {
 impl PgCluster {
     /// Create and start a new cluster.
     pub fn start() -> PgCluster {
+        let cluster = Self::create();
+        cluster.start_server();
+        cluster
+    }
+
+    /// A cluster that offers TLS with a certificate for `127.0.0.1` signed by
+    /// a throwaway CA (`ca_file`).
+    pub fn start_with_tls() -> PgCluster {
+        let mut cluster = Self::create();
+        let d = cluster.dir.display().to_string();
+        let script = format!(
+            "set -e; cd {d}; \
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -keyout ca.key -out ca.crt -days 2 -subj /CN=rolegate-test-ca 2>/dev/null; \
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null; \
+             printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext; \
+             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+               -out server.crt -days 2 -extfile ext 2>/dev/null; \
+             chmod 600 server.key; {chown}",
+            chown = cluster
+                .run_as
+                .map(|u| format!("chown {u}:{u} server.key server.crt"))
+                .unwrap_or_default()
+        );
+        let ok = Command::new("sh").args(["-c", &script]).status().unwrap();
+        assert!(ok.success(), "making the test certificates failed");
+        cluster.extra =
+            format!("-c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key");
+        cluster.start_server();
+        cluster
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn create() -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("rolegate-pg-")
             .tempdir()
@@ -82,6 +122,7 @@ impl PgCluster {
             bin: bin_dir(),
             run_as,
             dir,
+            extra: String::new(),
         };
         let data = cluster.data();
         cluster.run(
@@ -99,7 +140,6 @@ impl PgCluster {
                 "--no-sync",
             ],
         );
-        cluster.start_server();
         cluster
     }
 
@@ -132,9 +172,10 @@ impl PgCluster {
     pub fn start_server(&self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c full_page_writes=off -c max_connections=400",
+             -c full_page_writes=off -c max_connections=400 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         let log = self.dir.join("server.log").display().to_string();
         self.run(
@@ -201,7 +242,9 @@ impl PgCluster {
             data = self.data(),
             dir = self.dir.display()
         );
-        Command::new("sh")
+        // Deliberately not waited for: it must outlive this process.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

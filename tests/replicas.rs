@@ -81,6 +81,15 @@ async fn until_status(
     }
 }
 
+/// Renew a user's tokenKey through `sc`'s API, as an admin would.
+async fn renew(sc: &Sidecar, admin: (&str, &str), user_id: &str) {
+    let body = json!({ "userId": user_id }).to_string();
+    let r = sc
+        .send("PUT", "/user/tokenkey", &[admin], Some(&body))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// Change a user's tokenKey behind rolegate's back: no notification is sent.
 async fn silent_renewal(url: &str, user_id: &str) {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -115,15 +124,7 @@ async fn a_renewal_role_change_or_deletion_through_one_replica_bites_on_the_othe
         tokens.push(t);
     }
     let admin = tok(&p.admin_token);
-    let r =
-        p.a.send(
-            "PUT",
-            "/user/tokenkey",
-            &[admin],
-            Some(&json!({"userId": victims[0].id}).to_string()),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    renew(&p.a, admin, &victims[0].id).await;
     let r =
         p.a.send(
             "PUT",
@@ -219,15 +220,7 @@ async fn a_replica_restarted_between_revocation_and_replay_still_refuses() {
     assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
     let b_config = p.b.settings.clone();
     p.b.stop().await;
-    let r =
-        p.a.send(
-            "PUT",
-            "/user/tokenkey",
-            &[tok(&p.admin_token)],
-            Some(&json!({"userId": u.id}).to_string()),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    renew(&p.a, tok(&p.admin_token), &u.id).await;
     let b = replica(&p.echo, &p.url, LONG_TTL).await;
     assert_eq!(b.settings.store, b_config.store);
     assert_eq!(get_stream(&b, tok(&t)).await.status, 401);
@@ -289,15 +282,7 @@ async fn a_replica_whose_listener_connection_drops_clears_its_cache_on_reconnect
     // And notifications flow again on the new connection.
     let fresh = p.a.token(&u.id).await;
     assert_eq!(get_stream(&p.b, tok(&fresh)).await.status, 200);
-    let r =
-        p.a.send(
-            "PUT",
-            "/user/tokenkey",
-            &[tok(&p.admin_token)],
-            Some(&json!({"userId": u.id}).to_string()),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    renew(&p.a, tok(&p.admin_token), &u.id).await;
     until_status(&p.b, tok(&fresh), 401, NOTIFY_BOUND).await;
 }
 
@@ -334,15 +319,7 @@ async fn a_dead_store_fails_closed_and_service_resumes_when_it_is_back() {
     // The listener is back too: a renewal through the API still bites.
     let admin = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
     let at = sc.token(&admin.id).await;
-    let r = sc
-        .send(
-            "PUT",
-            "/user/tokenkey",
-            &[tok(&at)],
-            Some(&json!({"userId": cold.id}).to_string()),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    renew(&sc, tok(&at), &cold.id).await;
     assert_eq!(get_stream(&sc, tok(&tn)).await.status, 401);
 }
 

@@ -434,10 +434,22 @@ impl PostgresStore {
         migrate(&mut client).await?;
         drop(client);
 
-        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let (changes, mut first) = broadcast::channel(CHANGE_BUFFER);
         let mut listen = config;
         listen.application_name("rolegate-listener");
         let listener = tokio::spawn(listen_forever(listen, tls, changes.clone()));
+        // Not open until it hears changes: a replica that served from its
+        // cache without listening would act on revoked credentials until the
+        // TTL. The first subscription announces itself with a `Resync`.
+        match tokio::time::timeout(POOL_TIMEOUT, first.recv()).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                listener.abort();
+                return Err(StoreError::Unavailable(
+                    "cannot LISTEN for changes from other replicas".to_owned(),
+                ));
+            }
+        }
         Ok(PostgresStore {
             pool,
             changes,

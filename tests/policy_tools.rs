@@ -50,6 +50,7 @@ fn check_names_file_and_line_of_each_broken_fixture() {
         ("type_error", "nanoReadOnly.cedar:9:"),
         ("unknown_action_route", "routes.toml:155:"),
         ("unknown_entity_type", "playerKey.cedar:6:"),
+        ("unrouted_action", "rolegate.cedarschema:150:8:"),
     ];
     for (fixture, at) in cases {
         let base = format!("tests/fixtures/broken/{fixture}");
@@ -64,6 +65,30 @@ fn check_names_file_and_line_of_each_broken_fixture() {
         assert_eq!(o.status.code(), Some(3), "{fixture}: {out}");
         assert!(out.contains(at), "{fixture}: expected `{at}` in: {out}");
     }
+}
+
+#[test]
+fn an_action_no_route_reaches_is_reported_at_its_schema_declaration() {
+    let base = "tests/fixtures/broken/unrouted_action";
+    let o = rolegate(&[
+        "check",
+        "--policies-dir",
+        &format!("{base}/policies"),
+        "--schema-dir",
+        &format!("{base}/schema"),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("action `archiveStream` is reachable by no route"))
+        .unwrap_or_else(|| panic!("no unreachable-action error in: {out}"));
+    assert!(
+        line.contains("schema/rolegate.cedarschema:150:8: "),
+        "expected the declaration's file:line:col: {line}"
+    );
+    assert!(!out.contains("routes.toml:1:1"), "{out}");
+    assert!(out.contains("help: add a route for it"), "{out}");
 }
 
 // === fmt ===

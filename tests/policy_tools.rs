@@ -530,6 +530,62 @@ async fn shadow_disagreements_are_counted_while_the_live_set_decides() {
 }
 
 #[tokio::test]
+async fn a_refused_shadow_reload_is_counted_and_the_previous_shadow_set_stays() {
+    let echo = Echo::start().await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let shadow = dir.path().join("shadow");
+    copy_dir(&repo().join("policies"), &shadow);
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        dir: Some(dir),
+        config: "shadow_policies_dir = \"shadow\"\n".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    let name = "rolegate_shadow_reload_failures_total";
+    assert!(
+        sc.ops_get("/metrics").await.body.contains(name),
+        "the counter is exported from the start"
+    );
+    assert_eq!(metric(&sc, name).await, 0.0);
+    let shadow_version = sc.state.shadow.as_ref().unwrap().current().version;
+
+    // A good reload of both sets counts nothing.
+    assert_eq!(ops_post(&sc, "/reload").await.status, 200);
+    assert_eq!(metric(&sc, name).await, 0.0);
+    let shadow_version_after_good = sc.state.shadow.as_ref().unwrap().current().version;
+    assert!(shadow_version_after_good > shadow_version);
+
+    // A syntax error in the shadow set only: the live reload goes through, the
+    // shadow one is refused and counted, and the previous shadow set stays.
+    std::fs::write(shadow.join("nanoUser.cedar"), "permit (principal,").unwrap();
+    let live_before = metric(&sc, "rolegate_policy_reloads_total").await;
+    assert_eq!(ops_post(&sc, "/reload").await.status, 200);
+    assert_eq!(metric(&sc, name).await, 1.0);
+    assert_eq!(
+        metric(&sc, "rolegate_policy_reloads_total").await,
+        live_before + 1.0
+    );
+    assert_eq!(metric(&sc, "rolegate_policy_reload_failures_total").await, 0.0);
+    assert_eq!(
+        sc.state.shadow.as_ref().unwrap().current().version,
+        shadow_version_after_good
+    );
+    assert_eq!(ops_post(&sc, "/reload").await.status, 200);
+    assert_eq!(metric(&sc, name).await, 2.0);
+
+    // The shadow set still decides (as the live one): no disagreement.
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
+    let t = sc.token(&u.id).await;
+    assert_eq!(sc.send("GET", "/stream", &[tok(&t)], None).await.status, 200);
+    assert_eq!(
+        metric(&sc, "rolegate_shadow_disagreements_total").await,
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn ready_is_503_until_started_and_200_after() {
     let dir = tempfile::tempdir().unwrap();
     let (p, s) = (dir.path().join("policies"), dir.path().join("schema"));

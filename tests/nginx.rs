@@ -21,6 +21,18 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // One process (`master_process off`), so nothing outlives it. SIGTERM is
+        // nginx's fast shutdown; SIGKILL if it has not exited within 5 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -77,8 +89,7 @@ fn main_config(dir: &Path, include: &Path) -> String {
     let user = if is_root() { "user root;\n" } else { "" };
     format!(
         "{user}daemon off;
-master_process on;
-worker_processes 1;
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{

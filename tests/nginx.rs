@@ -260,8 +260,8 @@ async fn nginx_with_the_shipped_example_asks_rolegate_before_forwarding() {
             .map(|v| v.to_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(header("x-rolegate-user-id"), [u.id.clone()]);
-    assert_eq!(header("x-rolegate-org-id"), [org.org.id.clone()]);
+    assert_eq!(header("x-rolegate-user-id"), [u.id.as_str()]);
+    assert_eq!(header("x-rolegate-org-id"), [org.org.id.as_str()]);
     assert_eq!(header("x-rolegate-role"), ["nanoReadOnly"]);
     assert_eq!(header("x-rolegate-credential"), ["token"]);
     assert_eq!(header("x-request-id").len(), 1);

@@ -161,6 +161,7 @@ impl AppState {
         }
         if let Some(shadow) = &self.shadow {
             if let Err(e) = shadow.reload() {
+                self.metrics.shadow_reload_failures.inc();
                 tracing::warn!(error = %e, "shadow policy reload refused");
             }
         }

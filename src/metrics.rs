@@ -27,6 +27,7 @@ pub struct Metrics {
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub shadow_disagreements: Counter,
+    pub shadow_reload_failures: Counter,
     pub policy_version: Gauge,
     pub store_notifications: Counter,
 }
@@ -60,6 +61,7 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             shadow_disagreements: Counter::default(),
+            shadow_reload_failures: Counter::default(),
             policy_version: Gauge::default(),
             store_notifications: Counter::default(),
             registry: Registry::default(),
@@ -94,6 +96,11 @@ impl Metrics {
             "shadow_disagreements",
             "Requests where the shadow policy set decided differently from the live set",
             m.shadow_disagreements.clone(),
+        );
+        registry.register(
+            "shadow_reload_failures",
+            "Shadow policy reloads refused (the previous shadow set kept)",
+            m.shadow_reload_failures.clone(),
         );
         registry.register(
             "policy_version",

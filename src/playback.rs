@@ -34,6 +34,7 @@ use crate::error::{empty_response, json_response, ApiError, LocalBody};
 use crate::forward::Identity;
 use crate::handlers::read_json;
 use crate::policy::entities::{self, PlaybackFacts, RequestFacts};
+use crate::policy::{Outcome, PolicySnapshot};
 use crate::proxy::{unix_now, ProxyBody, RequestCtx};
 use crate::store::{NewAudit, PlaybackKey, StoreError};
 
@@ -587,16 +588,93 @@ fn ip_allowed(client: IpAddr, list: Option<&[String]>) -> bool {
         .any(|net| net.contains(&client))
 }
 
+/// What a verified playback token grants: the facts deciding `play` reads.
+/// Borrowed from [`Claims`] on the guarded prefix; `rolegate test` builds one
+/// from a case, so both decide through [`decide_play`].
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    pub org: &'a str,
+    pub streams: Option<&'a [String]>,
+    pub groupid: Option<&'a str>,
+    pub orgawide: bool,
+    pub ip: Option<&'a [String]>,
+    pub domain: Option<&'a str>,
+}
+
+impl Claims {
+    pub fn grant(&self) -> Grant<'_> {
+        Grant {
+            org: &self.org,
+            streams: self.streams.as_deref(),
+            groupid: self.groupid.as_deref(),
+            orgawide: self.orgawide == Some(true),
+            ip: self.ip.as_deref(),
+            domain: self.domain.as_deref(),
+        }
+    }
+}
+
 /// Whether the token names `stream`. A group token matches when the first
 /// path segment after the prefix is the group id (`/playback/{group}/...`):
 /// rolegate knows no stream→group mapping, so the upstream layout decides.
-fn stream_allowed(claims: &Claims, stream: &str) -> bool {
-    claims.orgawide == Some(true)
-        || claims
-            .streams
-            .as_ref()
-            .is_some_and(|s| s.iter().any(|n| n == stream))
-        || claims.groupid.as_deref() == Some(stream)
+fn stream_allowed(grant: &Grant<'_>, stream: &str) -> bool {
+    grant.orgawide
+        || grant.streams.is_some_and(|s| s.iter().any(|n| n == stream))
+        || grant.groupid == Some(stream)
+}
+
+/// The stream a guarded path names: its first segment after `prefix`.
+pub fn stream_of<'a>(path: &'a str, prefix: &str) -> &'a str {
+    path.strip_prefix(prefix)
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+}
+
+/// A viewer's request on the guarded prefix, as deciding `play` sees it.
+pub struct PlayRequest<'a> {
+    pub method: &'a str,
+    /// The normalised path.
+    pub path: &'a str,
+    pub stream: &'a str,
+    /// The request headers (`Origin`/`Referer` are checked against the token's domain).
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+}
+
+/// Decide `play` for a viewer holding `grant`: derive the playback facts
+/// (stream, address, domain) and let Cedar decide. The guarded prefix and
+/// `rolegate test` both decide here.
+pub fn decide_play(snapshot: &PolicySnapshot, grant: &Grant<'_>, req: &PlayRequest<'_>) -> Outcome {
+    let Some(action) = snapshot.action("play") else {
+        return Outcome {
+            allowed: false,
+            policies: vec![],
+            errors: vec!["the schema declares no action `play`".to_owned()],
+        };
+    };
+    let facts = PlaybackFacts {
+        stream: req.stream,
+        stream_allowed: stream_allowed(grant, req.stream),
+        ip_allowed: ip_allowed(req.client_ip, grant.ip),
+        domain_allowed: domain_allowed(req.headers, grant.domain),
+        org_wide: grant.orgawide,
+    };
+    let request_facts = RequestFacts {
+        method: req.method,
+        path: req.path,
+        credential: CredentialKind::Anonymous,
+        client_ip: req.client_ip,
+        tag_filter: false,
+    };
+    snapshot.decide(
+        entities::viewer(grant.org),
+        action,
+        entities::resource("Stream", req.stream, grant.org),
+        entities::playback_context(&request_facts, &facts),
+    )
 }
 
 /// A request on the guarded playback prefix: verify the playback token, let
@@ -610,43 +688,24 @@ pub async fn guarded(
     client_ip: IpAddr,
 ) -> Result<Response<ProxyBody>, ApiError> {
     let prefix = state.settings.playback_prefix.as_deref().unwrap_or("");
-    let stream = path
-        .strip_prefix(prefix)
-        .unwrap_or("")
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_owned();
+    let stream = stream_of(path, prefix).to_owned();
     let token = request_token(req.headers(), req.uri().query())
         .ok_or(ApiError::UnknownPrincipal("playback_token_required"))?;
     let claims = validate(state, token).await?;
     if stream.is_empty() {
         return Err(ApiError::Denied("no_stream"));
     }
-    let facts = PlaybackFacts {
-        stream: &stream,
-        stream_allowed: stream_allowed(&claims, &stream),
-        ip_allowed: ip_allowed(client_ip, claims.ip.as_deref()),
-        domain_allowed: domain_allowed(req.headers(), claims.domain.as_deref()),
-        org_wide: claims.orgawide == Some(true),
-    };
     let snapshot = state.policies.current();
-    let action = snapshot
-        .action("play")
-        .ok_or(ApiError::Internal("action play missing".to_owned()))?;
-    let request_facts = RequestFacts {
-        method: req.method().as_str(),
-        path,
-        credential: CredentialKind::Anonymous,
-        client_ip,
-        tag_filter: false,
-    };
-    let outcome = snapshot.decide(
-        entities::viewer(&claims.org),
-        action,
-        entities::resource("Stream", &stream, &claims.org),
-        entities::playback_context(&request_facts, &facts),
+    let outcome = decide_play(
+        &snapshot,
+        &claims.grant(),
+        &PlayRequest {
+            method: req.method().as_str(),
+            path,
+            stream: &stream,
+            headers: req.headers(),
+            client_ip,
+        },
     );
     if !outcome.allowed {
         tracing::info!(
@@ -654,6 +713,7 @@ pub async fn guarded(
             stream = %stream,
             org = %claims.org,
             jti = %claims.jti,
+            errors = ?outcome.errors,
             "deny: play"
         );
         return Err(ApiError::Denied("policy_deny"));

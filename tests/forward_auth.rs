@@ -95,3 +95,150 @@ async fn forward_auth_headers_from_an_untrusted_address_are_ignored() {
     assert_eq!(r.status, 200);
     assert_eq!(echo.last().unwrap().headers["x-forwarded-for"], "127.0.0.1");
 }
+
+// === the shipped Traefik example, against what forward_auth.rs reads ===
+// Traefik cannot be installed here, so its example config is read (line by
+// line: plain YAML, one key per line) and rolegate is asked exactly the way
+// that config makes Traefik ask it.
+
+fn traefik_example() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        crate::support::repo().join("deploy/traefik/rolegate-forward-auth.yml"),
+    )
+    .unwrap();
+    text.lines()
+        .map(|l| l.split(" #").next().unwrap_or("").trim_end().to_owned())
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect()
+}
+
+/// The scalar value of `key:` under the `forwardAuth:` block.
+fn traefik_value(lines: &[String], key: &str) -> String {
+    let from = lines
+        .iter()
+        .position(|l| l.trim() == "forwardAuth:")
+        .expect("a forwardAuth middleware");
+    lines[from..]
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("forwardAuth has no `{key}`"))
+}
+
+/// The items of the list `key:` under the `forwardAuth:` block.
+fn traefik_list(lines: &[String], key: &str) -> Vec<String> {
+    let from = lines
+        .iter()
+        .position(|l| l.trim() == format!("{key}:"))
+        .unwrap_or_else(|| panic!("forwardAuth has no `{key}`"));
+    lines[from + 1..]
+        .iter()
+        .map(|l| l.trim())
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l.trim_start_matches("- ").trim_matches('"').to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_traefik_example_asks_rolegate_what_forward_auth_reads() {
+    let lines = traefik_example();
+    let address = traefik_value(&lines, "address");
+    assert!(
+        address.ends_with(rolegate::forward_auth::PATH),
+        "forwardAuth address `{address}` is not rolegate's {}",
+        rolegate::forward_auth::PATH
+    );
+    // Traefik builds X-Forwarded-* itself; client-sent ones are not passed on.
+    assert_eq!(traefik_value(&lines, "trustForwardHeader"), "false");
+    let request_headers: Vec<String> = traefik_list(&lines, "authRequestHeaders")
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    // Every credential header rolegate reads reaches it, and nothing that
+    // would describe the request a second time (the nginx spelling).
+    for h in [
+        "authorization",
+        rolegate::credential::TOKEN_HEADER,
+        rolegate::credential::API_KEY_HEADER,
+        rolegate::credential::PLAYER_KEY_HEADER,
+    ] {
+        assert!(
+            request_headers.iter().any(|x| x == h),
+            "{h} is not sent to rolegate"
+        );
+    }
+    for h in ["x-original-method", "x-original-uri", "x-original-host"] {
+        assert!(
+            !request_headers.iter().any(|x| x == h),
+            "{h} is sent to rolegate"
+        );
+    }
+    let response_headers: Vec<String> = traefik_list(&lines, "authResponseHeaders")
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let regex = traefik_value(&lines, "authResponseHeadersRegex");
+    assert_eq!(
+        regex, "(?i)^x-rolegate-",
+        "the test reads only this pattern"
+    );
+    let copied =
+        |name: &str| response_headers.iter().any(|x| x == name) || name.starts_with("x-rolegate-");
+
+    // What Traefik sends for a client's `GET /tag?quantity=2` with a user token:
+    // the listed request headers, plus its own X-Forwarded-*.
+    let (echo, sc) = sidecar("127.0.0.1/32").await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "op@acme.test", "nanoUser").await;
+    let t = sc.token(&u.id).await;
+    let path = address
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap()
+        .to_owned();
+    let traefik = |method: &'static str, uri: &'static str, credential: Option<String>| {
+        let (sc, path) = (&sc, path.clone());
+        async move {
+            let mut h: Vec<(&str, &str)> = vec![
+                ("x-forwarded-method", method),
+                ("x-forwarded-uri", uri),
+                ("x-forwarded-host", "api.example.test"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-for", "198.51.100.4"),
+            ];
+            if let Some(c) = &credential {
+                h.push(tok(c));
+            }
+            sc.send("GET", &path, &h, None).await
+        }
+    };
+    let r = traefik("GET", "/tag?quantity=2", Some(t.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Every identity header rolegate answers with is one Traefik copies.
+    let identity: Vec<&str> = r
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-rolegate-") || *k == "x-request-id")
+        .collect();
+    for h in [
+        "x-rolegate-user-id",
+        "x-rolegate-org-id",
+        "x-rolegate-role",
+        "x-rolegate-credential",
+        "x-request-id",
+    ] {
+        assert!(identity.contains(&h), "rolegate did not answer with {h}");
+    }
+    for h in &identity {
+        assert!(copied(h), "Traefik would not copy {h}");
+    }
+    assert_eq!(r.headers["x-rolegate-role"], "nanoUser");
+    // Denies come back as rolegate's own answers, which Traefik relays as they are.
+    let r = traefik("DELETE", "/tag/t1", Some(t.clone())).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.reason(), "policy_deny");
+    let r = traefik("GET", "/tag", None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(echo.count(), 0, "forward-auth never forwards");
+}

@@ -50,6 +50,7 @@ fn check_names_file_and_line_of_each_broken_fixture() {
         ("type_error", "nanoReadOnly.cedar:9:"),
         ("unknown_action_route", "routes.toml:155:"),
         ("unknown_entity_type", "playerKey.cedar:6:"),
+        ("unrouted_action", "rolegate.cedarschema:150:8:"),
     ];
     for (fixture, at) in cases {
         let base = format!("tests/fixtures/broken/{fixture}");
@@ -64,6 +65,30 @@ fn check_names_file_and_line_of_each_broken_fixture() {
         assert_eq!(o.status.code(), Some(3), "{fixture}: {out}");
         assert!(out.contains(at), "{fixture}: expected `{at}` in: {out}");
     }
+}
+
+#[test]
+fn an_action_no_route_reaches_is_reported_at_its_schema_declaration() {
+    let base = "tests/fixtures/broken/unrouted_action";
+    let o = rolegate(&[
+        "check",
+        "--policies-dir",
+        &format!("{base}/policies"),
+        "--schema-dir",
+        &format!("{base}/schema"),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("action `archiveStream` is reachable by no route"))
+        .unwrap_or_else(|| panic!("no unreachable-action error in: {out}"));
+    assert!(
+        line.contains("schema/rolegate.cedarschema:150:8: "),
+        "expected the declaration's file:line:col: {line}"
+    );
+    assert!(!out.contains("routes.toml:1:1"), "{out}");
+    assert!(out.contains("help: add a route for it"), "{out}");
 }
 
 // === fmt ===
@@ -109,8 +134,8 @@ fn shipped_suite_passes_and_covers_every_route() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("routes not exercised: none"), "{out}");
-    // `playback` is decided on the playback prefix, not through a route.
-    assert!(out.contains("policies not exercised: playback\n"), "{out}");
+    // Including `playback`, decided on the guarded prefix by the viewer cases.
+    assert!(out.contains("policies not exercised: none\n"), "{out}");
     assert!(out.contains("test result: ok."), "{out}");
 }
 
@@ -157,6 +182,91 @@ policies = ["nanoAdmin"]
     assert!(out.contains("admin of another org"), "{out}");
     assert!(!out.contains("observer reads a stream"), "{out}");
     assert!(out.contains("1 passed; 2 failed"), "{out}");
+}
+
+#[test]
+fn a_playback_case_expecting_the_wrong_decision_fails_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("playback.toml");
+    std::fs::write(
+        &f,
+        r#"
+[[case]]
+name = "viewer from an address the token does not allow (wrong on purpose)"
+method = "GET"
+path = "/playback/s1/index.m3u8"
+expect = "allow"
+[case.playback]
+streams = ["s1"]
+ip = ["10.0.0.0/8"]
+client_ip = "192.0.2.7"
+
+[[case]]
+name = "viewer of a stream the token does not name (wrong on purpose)"
+method = "GET"
+path = "/playback/s2/index.m3u8"
+expect = "allow"
+[case.playback]
+streams = ["s1"]
+
+[[case]]
+name = "viewer plays a named stream"
+method = "GET"
+path = "/playback/s1/index.m3u8"
+expect = "allow"
+policies = ["playback"]
+[case.playback]
+streams = ["s1"]
+domain = "example.com"
+referer = "https://www.example.com/page"
+
+[[case]]
+name = "viewer plays a named stream, expected deny (wrong on purpose)"
+method = "GET"
+path = "/playback/s1/index.m3u8"
+expect = "deny"
+[case.playback]
+streams = ["s1"]
+
+[[case]]
+name = "a playback case cannot also name a role"
+method = "GET"
+path = "/playback/s1/index.m3u8"
+role = "nanoAdmin"
+expect = "allow"
+[case.playback]
+streams = ["s1"]
+"#,
+    )
+    .unwrap();
+    let o = rolegate(&["test", f.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("1 passed; 4 failed"), "{out}");
+    for name in [
+        "viewer from an address the token does not allow",
+        "viewer of a stream the token does not name",
+        "viewer plays a named stream, expected deny",
+        "a playback case cannot also name a role",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(name)),
+            "{name}: {out}"
+        );
+    }
+    assert!(
+        out.contains("expected allow, got deny (playback prefix → play on Stream::\"s2\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("expected deny, got allow (playback prefix → play on Stream::\"s1\"; policies [\"playback\"]"),
+        "{out}"
+    );
+    // The one passing case covers `playback`; the route table is not exercised.
+    assert!(out.contains("policies not exercised: nanoAdmin"), "{out}");
+    assert!(!out.contains("policies not exercised: playback"), "{out}");
+    assert!(!out.contains(", playback,"), "{out}");
 }
 
 // === explain ===
@@ -502,6 +612,68 @@ async fn shadow_disagreements_are_counted_while_the_live_set_decides() {
         3.0
     );
     assert_eq!(echo.count(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_shadow_reload_is_counted_and_the_previous_shadow_set_stays() {
+    let echo = Echo::start().await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let shadow = dir.path().join("shadow");
+    copy_dir(&repo().join("policies"), &shadow);
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        dir: Some(dir),
+        config: "shadow_policies_dir = \"shadow\"\n".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    let name = "rolegate_shadow_reload_failures_total";
+    assert!(
+        sc.ops_get("/metrics").await.body.contains(name),
+        "the counter is exported from the start"
+    );
+    assert_eq!(metric(&sc, name).await, 0.0);
+    let shadow_version = sc.state.shadow.as_ref().unwrap().current().version;
+
+    // A good reload of both sets counts nothing.
+    assert_eq!(ops_post(&sc, "/reload").await.status, 200);
+    assert_eq!(metric(&sc, name).await, 0.0);
+    let shadow_version_after_good = sc.state.shadow.as_ref().unwrap().current().version;
+    assert!(shadow_version_after_good > shadow_version);
+
+    // A syntax error in the shadow set only: the live reload goes through, the
+    // shadow one is refused and counted, and the previous shadow set stays.
+    std::fs::write(shadow.join("nanoUser.cedar"), "permit (principal,").unwrap();
+    let live_before = metric(&sc, "rolegate_policy_reloads_total").await;
+    assert_eq!(ops_post(&sc, "/reload").await.status, 200);
+    assert_eq!(metric(&sc, name).await, 1.0);
+    assert_eq!(
+        metric(&sc, "rolegate_policy_reloads_total").await,
+        live_before + 1.0
+    );
+    assert_eq!(
+        metric(&sc, "rolegate_policy_reload_failures_total").await,
+        0.0
+    );
+    assert_eq!(
+        sc.state.shadow.as_ref().unwrap().current().version,
+        shadow_version_after_good
+    );
+    assert_eq!(ops_post(&sc, "/reload").await.status, 200);
+    assert_eq!(metric(&sc, name).await, 2.0);
+
+    // The shadow set still decides (as the live one): no disagreement.
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
+    let t = sc.token(&u.id).await;
+    assert_eq!(
+        sc.send("GET", "/stream", &[tok(&t)], None).await.status,
+        200
+    );
+    assert_eq!(
+        metric(&sc, "rolegate_shadow_disagreements_total").await,
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -378,7 +378,7 @@ pub fn load(source: &PolicySource, version: u64) -> Result<PolicySnapshot, LoadE
         }
     };
     if let (Some(schema), Some(routes)) = (&schema, &routes) {
-        check_routes(schema, routes, &routes_file, &mut problems);
+        check_routes(schema, routes, &routes_file, &schema_files, &mut problems);
     }
     if let Some(roles) = &roles {
         for name in roles.keys() {
@@ -437,6 +437,7 @@ fn check_routes(
     schema: &Schema,
     routes: &RouteTable,
     file: &SourceFile,
+    schema_files: &[SourceFile],
     problems: &mut Vec<Problem>,
 ) {
     let actions: HashMap<String, EntityUid> = schema
@@ -506,10 +507,21 @@ fn check_routes(
         }
         let routed = routes.routes().iter().any(|r| &r.action == name);
         if !routed && !routes.unrouted.contains_key(name) {
+            // The fix is a route or an `[unrouted]` entry, but the action is what
+            // the author just added: point at its declaration in the schema.
+            let (decl_file, line, col) = schema_files
+                .iter()
+                .find_map(|f| {
+                    action_decl_offset(&f.text, name).map(|o| {
+                        let (line, col) = line_col(&f.text, o);
+                        (f.name.clone(), line, col)
+                    })
+                })
+                .unwrap_or_else(|| (file.name.clone(), 1, 1));
             problems.push(Problem {
-                file: file.name.clone(),
-                line: 1,
-                col: 1,
+                file: decl_file,
+                line,
+                col,
                 message: format!("action `{name}` is reachable by no route"),
                 help: Some(
                     "add a route for it, or list it under `[unrouted]` with the reason".to_owned(),
@@ -527,5 +539,106 @@ fn check_routes(
                 help: None,
             });
         }
+    }
+}
+
+/// A token of the Cedar schema syntax, as far as finding declarations needs.
+#[derive(Debug, PartialEq, Eq)]
+enum SchemaToken<'a> {
+    /// An identifier or keyword (`::` paths included).
+    Word(&'a str),
+    /// The contents of a string literal (escapes left as written).
+    Str(&'a str),
+    Punct(char),
+}
+
+/// Tokens of a schema text with their byte offsets; comments are skipped.
+fn schema_tokens(text: &str) -> Vec<(usize, SchemaToken<'_>)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_whitespace() {
+            i += 1;
+        } else if text[i..].starts_with("//") {
+            i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
+        } else if b == b'"' {
+            let start = i + 1;
+            let mut j = start;
+            while j < bytes.len() && bytes[j] != b'"' {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            let end = j.min(bytes.len());
+            out.push((i, SchemaToken::Str(&text[start..end])));
+            i = end + 1;
+        } else if b.is_ascii_alphanumeric() || b == b'_' || b == b':' {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+            {
+                i += 1;
+            }
+            out.push((start, SchemaToken::Word(&text[start..i])));
+        } else {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            out.push((i, SchemaToken::Punct(c)));
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// The byte offset of `name` in the `action` declaration that declares it
+/// (`action a, b, "c" in [...] appliesTo {...};`), if the text has one.
+fn action_decl_offset(text: &str, name: &str) -> Option<usize> {
+    let tokens = schema_tokens(text);
+    let mut statement_start = true;
+    let mut k = 0;
+    while k < tokens.len() {
+        let (_, tok) = &tokens[k];
+        if statement_start && *tok == SchemaToken::Word("action") {
+            // The declared names: a comma-separated list of identifiers or strings.
+            k += 1;
+            while let Some((offset, t)) = tokens.get(k) {
+                let declared = match t {
+                    SchemaToken::Word(w) | SchemaToken::Str(w) => *w,
+                    SchemaToken::Punct(_) => break,
+                };
+                if declared == name {
+                    return Some(*offset);
+                }
+                if tokens.get(k + 1).map(|t| &t.1) == Some(&SchemaToken::Punct(',')) {
+                    k += 2;
+                } else {
+                    break;
+                }
+            }
+            statement_start = false;
+            continue;
+        }
+        statement_start = matches!(
+            tok,
+            SchemaToken::Punct(';') | SchemaToken::Punct('{') | SchemaToken::Punct('}')
+        );
+        k += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::action_decl_offset;
+
+    #[test]
+    fn finds_an_action_in_a_multi_name_declaration() {
+        let text = "// action ghost;\nentity A { action: String };\naction a, b in [g]\n  appliesTo { principal: [A], resource: [A] };\naction c,\n       \"d e\";\n";
+        let at = |n: &str| action_decl_offset(text, n).map(|o| super::line_col(text, o));
+        assert_eq!(at("a"), Some((3, 8)));
+        assert_eq!(at("b"), Some((3, 11)));
+        assert_eq!(at("d e"), Some((6, 8)));
+        assert_eq!(at("ghost"), None);
+        assert_eq!(at("g"), None);
+        assert_eq!(at("String"), None);
     }
 }

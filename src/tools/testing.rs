@@ -2,6 +2,9 @@
 //! a caller; it is decided with the live route table and the proxy's own
 //! decision function ([`crate::proxy::decide_action`]), so a passing suite
 //! means the proxy decides the same way, without a store or an upstream.
+//! A case with a `playback` table is a viewer's request on the guarded
+//! playback prefix, decided by the guarded path's own
+//! [`crate::playback::decide_play`] with the playback token's claims it describes.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +39,8 @@ pub enum ProbeError {
     Caller,
     #[error("invalid path `{path}`: {message}")]
     Path { path: String, message: String },
+    #[error("playback case: {0}")]
+    Playback(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +213,133 @@ pub fn evaluate(snapshot: &PolicySnapshot, probe: &Probe) -> Result<Explanation,
     })
 }
 
+/// The default guarded prefix of a playback case (the setting `playback_prefix`).
+pub const PLAYBACK_PREFIX: &str = "/playback";
+
+fn default_prefix() -> String {
+    PLAYBACK_PREFIX.to_owned()
+}
+
+/// A viewer's request on the guarded playback prefix: the claims of the
+/// (verified) playback token it carries, issued by `org-a`, and the request
+/// facts those claims are checked against. Token validity (signature, expiry,
+/// revocation) is decided before Cedar and is not part of a case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybackCase {
+    /// The guarded prefix the case's path lies under (`playback_prefix`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The token's target: exactly one of `streams`, `groupid` and `orgawide`.
+    #[serde(default)]
+    pub streams: Option<Vec<String>>,
+    #[serde(default)]
+    pub groupid: Option<String>,
+    #[serde(default)]
+    pub orgawide: bool,
+    /// The token's `ip` claim: addresses or CIDRs the viewer may play from.
+    #[serde(default)]
+    pub ip: Option<Vec<String>>,
+    /// The token's `domain` claim: the page (Origin/Referer host) that may embed the player.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The viewer's address (default: loopback).
+    #[serde(default)]
+    pub client_ip: Option<IpAddr>,
+    /// The request's `Origin` and `Referer` headers.
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub referer: Option<String>,
+}
+
+/// Decide a viewer's request on the guarded prefix exactly as the proxy does:
+/// normalise, leave rolegate's own routes alone, take the stream from the path
+/// and ask [`crate::playback::decide_play`].
+pub fn evaluate_playback(
+    snapshot: &PolicySnapshot,
+    method: &str,
+    target: &str,
+    case: &PlaybackCase,
+) -> Result<Explanation, ProbeError> {
+    let raw_path = target.split_once('?').map_or(target, |(p, _)| p);
+    let norm = path::normalize(raw_path).map_err(|e| ProbeError::Path {
+        path: raw_path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let method = method.to_ascii_uppercase();
+    let prefix = case.prefix.trim_end_matches('/');
+    if !(norm == prefix || norm.starts_with(&format!("{prefix}/"))) {
+        return Err(ProbeError::Playback(format!(
+            "path `{norm}` is not under the playback prefix `{prefix}`"
+        )));
+    }
+    if snapshot.routes.find(&method, &norm).is_some() {
+        return Err(ProbeError::Playback(format!(
+            "`{method} {norm}` is one of rolegate's own routes, not the guarded prefix"
+        )));
+    }
+    let targets = usize::from(case.streams.is_some())
+        + usize::from(case.groupid.is_some())
+        + usize::from(case.orgawide);
+    if targets != 1 {
+        return Err(ProbeError::Playback(
+            "a playback token names exactly one of `streams`, `groupid` and `orgawide`".to_owned(),
+        ));
+    }
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        (http::header::ORIGIN, &case.origin),
+        (http::header::REFERER, &case.referer),
+    ] {
+        if let Some(v) = value {
+            let v = http::HeaderValue::from_str(v)
+                .map_err(|_| ProbeError::Playback(format!("invalid `{name}` value")))?;
+            headers.insert(name, v);
+        }
+    }
+    let stream = crate::playback::stream_of(&norm, prefix);
+    let resource = format!("Stream::\"{stream}\"");
+    if stream.is_empty() {
+        // The proxy refuses a path without a stream before asking Cedar.
+        return Ok(Explanation {
+            route: None,
+            resource,
+            resource_org: ORG.to_owned(),
+            outcome: Outcome {
+                allowed: false,
+                policies: vec![],
+                errors: vec!["no stream in the path (`no_stream`)".to_owned()],
+            },
+        });
+    }
+    let grant = crate::playback::Grant {
+        org: ORG,
+        streams: case.streams.as_deref(),
+        groupid: case.groupid.as_deref(),
+        orgawide: case.orgawide,
+        ip: case.ip.as_deref(),
+        domain: case.domain.as_deref(),
+    };
+    let outcome = crate::playback::decide_play(
+        snapshot,
+        &grant,
+        &crate::playback::PlayRequest {
+            method: &method,
+            path: &norm,
+            stream,
+            headers: &headers,
+            client_ip: case.client_ip.unwrap_or(CLIENT_IP),
+        },
+    );
+    Ok(Explanation {
+        route: None,
+        resource,
+        resource_org: ORG.to_owned(),
+        outcome,
+    })
+}
+
 // === the suite files ===
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +358,9 @@ pub struct Case {
     /// The determining policy ids, when the case pins them.
     #[serde(default)]
     pub policies: Option<Vec<String>>,
+    /// A viewer's request on the guarded playback prefix (no `role`/`credential`).
+    #[serde(default)]
+    pub playback: Option<PlaybackCase>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -299,21 +434,35 @@ fn decision(allowed: bool) -> &'static str {
 
 /// Run one case; `Err` carries the failure message.
 fn run_case(snapshot: &PolicySnapshot, case: &Case) -> Result<Explanation, String> {
-    let caller = CallerSpec::new(case.role.as_deref(), case.credential.as_deref())
-        .map_err(|e| e.to_string())?;
-    let probe = Probe {
-        caller,
-        method: case.method.clone(),
-        target: case.path.clone(),
-        other_org: case.other_org,
-    };
-    let ex = evaluate(snapshot, &probe).map_err(|e| e.to_string())?;
+    let ex = match &case.playback {
+        Some(pb) => {
+            if case.role.is_some() || case.credential.is_some() || case.other_org {
+                return Err(
+                    "a playback case's caller is the token's viewer: drop `role`, `credential` and `other_org`"
+                        .to_owned(),
+                );
+            }
+            evaluate_playback(snapshot, &case.method, &case.path, pb)
+        }
+        None => CallerSpec::new(case.role.as_deref(), case.credential.as_deref()).and_then(
+            |caller| {
+                let probe = Probe {
+                    caller,
+                    method: case.method.clone(),
+                    target: case.path.clone(),
+                    other_org: case.other_org,
+                };
+                evaluate(snapshot, &probe)
+            },
+        ),
+    }
+    .map_err(|e| e.to_string())?;
     let want = case.expect == Expect::Allow;
-    let route = ex
-        .route
-        .as_ref()
-        .map(|r| format!("{} {} → {}", r.method, r.template, r.action))
-        .unwrap_or_else(|| "no route".to_owned());
+    let route = match (&ex.route, &case.playback) {
+        (Some(r), _) => format!("{} {} → {}", r.method, r.template, r.action),
+        (None, Some(_)) => format!("playback prefix → play on {}", ex.resource),
+        (None, None) => "no route".to_owned(),
+    };
     if ex.allowed() != want {
         return Err(format!(
             "expected {}, got {} ({route}; policies {:?}; errors {:?})",

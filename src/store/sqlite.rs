@@ -233,6 +233,23 @@ impl SqliteStore {
             .await
     }
 
+    /// One UPDATE (`?1` the new value, `?2` the id) of a row that must exist.
+    async fn update_one(
+        &self,
+        sql: &'static str,
+        value: rusqlite::types::Value,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.tx(
+            move |tx| match tx.execute(sql, params![value, id]).map_err(q)? {
+                0 => Err(StoreError::NotFound(id)),
+                _ => Ok(()),
+            },
+        )
+        .await
+    }
+
     /// Run `f` inside one transaction.
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -363,39 +380,25 @@ impl Store for SqliteStore {
     }
 
     async fn rotate_api_key(&self, org_id: &str) -> Result<String, StoreError> {
-        let org_id = org_id.to_owned();
-        self.tx(move |tx| {
-            let key = random_token("ak_");
-            let n = tx
-                .execute(
-                    "UPDATE orgs SET api_key_hash = ?1 WHERE id = ?2",
-                    params![key_hash(&key).to_vec(), org_id],
-                )
-                .map_err(q)?;
-            if n == 0 {
-                return Err(StoreError::NotFound(org_id));
-            }
-            Ok(key)
-        })
-        .await
+        let key = random_token("ak_");
+        self.update_one(
+            "UPDATE orgs SET api_key_hash = ?1 WHERE id = ?2",
+            key_hash(&key).to_vec().into(),
+            org_id,
+        )
+        .await?;
+        Ok(key)
     }
 
     async fn rotate_player_key(&self, org_id: &str) -> Result<String, StoreError> {
-        let org_id = org_id.to_owned();
-        self.tx(move |tx| {
-            let key = random_token("pk_");
-            let n = tx
-                .execute(
-                    "UPDATE orgs SET player_key = ?1 WHERE id = ?2",
-                    params![key, org_id],
-                )
-                .map_err(q)?;
-            if n == 0 {
-                return Err(StoreError::NotFound(org_id));
-            }
-            Ok(key)
-        })
-        .await
+        let key = random_token("pk_");
+        self.update_one(
+            "UPDATE orgs SET player_key = ?1 WHERE id = ?2",
+            key.clone().into(),
+            org_id,
+        )
+        .await?;
+        Ok(key)
     }
 
     // ---- playback signing keys and revoked playback tokens (issue 6) --------
@@ -556,20 +559,11 @@ impl Store for SqliteStore {
     // ---- end playback -----------------------------------------------------
 
     async fn set_webhook(&self, org_id: &str, url: Option<&str>) -> Result<(), StoreError> {
-        let org_id = org_id.to_owned();
-        let url = url.map(str::to_owned);
-        self.tx(move |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE orgs SET webhook = ?1 WHERE id = ?2",
-                    params![url, org_id],
-                )
-                .map_err(q)?;
-            if n == 0 {
-                return Err(StoreError::NotFound(org_id));
-            }
-            Ok(())
-        })
+        self.update_one(
+            "UPDATE orgs SET webhook = ?1 WHERE id = ?2",
+            url.map(str::to_owned).into(),
+            org_id,
+        )
         .await
     }
 
@@ -665,19 +659,11 @@ impl Store for SqliteStore {
     }
 
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
-        let (user_id, hash) = (user_id.to_owned(), password_hash.to_owned());
-        self.tx(move |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE users SET password_hash = ?1 WHERE id = ?2",
-                    params![hash, user_id],
-                )
-                .map_err(q)?;
-            if n == 0 {
-                return Err(StoreError::NotFound(user_id));
-            }
-            Ok(())
-        })
+        self.update_one(
+            "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+            password_hash.to_owned().into(),
+            user_id,
+        )
         .await
     }
 

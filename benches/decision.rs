@@ -1,6 +1,8 @@
 //! The decision path, piece by piece, with the shipped policies:
 //! credential parse, token verification, cache hit, route match, Cedar decision,
-//! and all of them together. Run: `cargo bench --bench decision`.
+//! and all of them together; and the Cedar decision again with 100 custom roles
+//! loaded beside the shipped ones (how cost grows with the policy count).
+//! Run: `cargo bench --bench decision`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,6 +21,36 @@ use rolegate::token;
 
 const MASTER: &[u8] = b"bench-master-secret-0123456789abcdef0123";
 
+/// A copy of the shipped policies plus `n` custom roles, each a role file and a
+/// catalogue entry, granting `read` plus one other group, as an operator adds them.
+fn with_custom_roles(root: &std::path::Path, n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(root.join("policies")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    let mut catalogue = std::fs::read_to_string(root.join("policies/roles.toml")).unwrap();
+    let groups = ["operate", "disrupt", "administer"];
+    for i in 0..n {
+        let name = format!("custom{i:03}");
+        catalogue.push_str(&format!(
+            "\n[roles.{name}]\ntitle = \"Custom {i}\"\ndescription = \"Generated for the benchmark\"\naudiences = [\"bintu\"]\n"
+        ));
+        std::fs::write(
+            dir.path().join(format!("{name}.cedar")),
+            format!(
+                "@id(\"{name}\")\npermit (\n  principal in Role::\"{name}\",\n  action in [Action::\"read\", Action::\"{}\"],\n  resource\n);\n",
+                groups[i % groups.len()]
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("roles.toml"), catalogue).unwrap();
+    dir
+}
+
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let policies = PolicyStore::open(PolicySource {
@@ -26,6 +58,14 @@ fn bench(c: &mut Criterion) {
         schema_dir: root.join("schema"),
     })
     .unwrap();
+    let custom_dir = with_custom_roles(&root, 100);
+    let custom = PolicyStore::open(PolicySource {
+        policies_dir: custom_dir.path().to_path_buf(),
+        schema_dir: root.join("schema"),
+    })
+    .unwrap()
+    .current();
+    assert_eq!(custom.roles.len(), snap_roles(&policies) + 100);
     let snap = policies.current();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,11 +140,62 @@ fn bench(c: &mut Criterion) {
         tag_filter: false,
     };
     let action = snap.action("getStream").unwrap().clone();
+    let cached = rt.block_on(cache.user(&user.id)).unwrap().value.unwrap();
+    // What the request path does per request: the principal comes from the
+    // cache entry; resource and context are built; Cedar decides.
     c.bench_function("cedar_decision", |b| {
         b.iter(|| {
-            let p = entities::user(&user.id, "nanoUser", &org.org.id);
             let r = entities::resource("Stream", "abc", &org.org.id);
-            snap.decide_as(Some("nanoUser"), p, &action, r, entities::context(&facts))
+            snap.decide_as(
+                Some("nanoUser"),
+                cached.entity.clone(),
+                &action,
+                r,
+                snap.context(&facts),
+            )
+            .allowed
+        })
+    });
+    // The same decision with 100 custom roles loaded (104 more policies).
+    let custom_action = custom.action("getStream").unwrap().clone();
+    c.bench_function("cedar_decision_100_custom_roles", |b| {
+        b.iter(|| {
+            let r = entities::resource("Stream", "abc", &org.org.id);
+            custom
+                .decide_as(
+                    Some("nanoUser"),
+                    cached.entity.clone(),
+                    &custom_action,
+                    r,
+                    custom.context(&facts),
+                )
+                .allowed
+        })
+    });
+    // A custom role's own member, for the same request.
+    let member = entities::user(&user.id, "custom001", &org.org.id);
+    assert!(
+        custom
+            .decide_as(
+                Some("custom001"),
+                member.clone(),
+                &custom_action,
+                entities::resource("Stream", "abc", &org.org.id),
+                custom.context(&facts),
+            )
+            .allowed
+    );
+    c.bench_function("cedar_decision_custom_role_member", |b| {
+        b.iter(|| {
+            let r = entities::resource("Stream", "abc", &org.org.id);
+            custom
+                .decide_as(
+                    Some("custom001"),
+                    member.clone(),
+                    &custom_action,
+                    r,
+                    custom.context(&facts),
+                )
                 .allowed
         })
     });
@@ -117,11 +208,16 @@ fn bench(c: &mut Criterion) {
         })
     });
     c.bench_function("context_build", |b| {
-        b.iter(|| entities::context(black_box(&facts)))
+        b.iter(|| snap.context(black_box(&facts)))
+    });
+    // Every attribute, `client_ip` (an `ipaddr` extension value) included: what
+    // a policy set that reads them all pays.
+    c.bench_function("context_build_all_attributes", |b| {
+        b.iter(|| entities::context(black_box(&facts), entities::ContextNeeds::ALL))
     });
     let p0 = entities::user(&user.id, "nanoUser", &org.org.id);
     let r0 = entities::resource("Stream", "abc", &org.org.id);
-    let c0 = entities::context(&facts);
+    let c0 = snap.context(&facts);
     c.bench_function("cedar_evaluate_only", |b| {
         b.iter(|| {
             snap.decide_as(
@@ -161,14 +257,23 @@ fn bench(c: &mut Criterion) {
             token::verify(tok, &u.key, &validation, &settings, &u.id, now).unwrap();
             let m = snap.routes.find("GET", "/stream/abc").unwrap();
             let action = snap.action(&m.route.action).unwrap();
-            let p = entities::user(&u.id, &u.role, &u.org);
             let r = entities::resource(&m.route.resource_type, m.resource_id().unwrap(), &u.org);
             assert!(
-                snap.decide_as(Some(&u.role), p, action, r, entities::context(&facts))
-                    .allowed
+                snap.decide_as(
+                    Some(&u.role),
+                    u.entity.clone(),
+                    action,
+                    r,
+                    snap.context(&facts)
+                )
+                .allowed
             );
         })
     });
+}
+
+fn snap_roles(p: &PolicyStore) -> usize {
+    p.current().roles.len()
 }
 
 criterion_group!(benches, bench);

@@ -192,7 +192,7 @@ impl AppState {
             caller.entity.clone(),
             action,
             resource,
-            crate::policy::entities::context(facts),
+            snapshot.context(facts),
         );
         if candidate.allowed != live.allowed {
             self.metrics.shadow_disagreements.inc();

@@ -29,33 +29,47 @@ pub async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
             _ => ExitCode::FAILURE,
         }
     })?;
+    // Listen before `start` announces readiness: a SIGTERM that arrives right
+    // after must drain, not meet the default action (kill).
+    let signal = shutdown_signal();
     let running = app::start(state).await.map_err(fail)?;
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn wait_for_signal() {
+/// Start listening for SIGTERM and SIGINT now (the handlers are installed by
+/// this call, not when the future is first polled); the future resolves when
+/// one arrives.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Some(mut one), None) | (None, Some(mut one)) => {
+                    one.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

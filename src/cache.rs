@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cedar_policy::Entity;
 use jsonwebtoken::DecodingKey;
 use moka::sync::Cache;
 
+use crate::policy::entities;
 use crate::store::{key_hash, SharedStore, StoreError, User};
 use crate::token::derive_secret;
 
@@ -27,12 +29,17 @@ pub struct CachedUser {
     pub org: Arc<str>,
     pub role: Arc<str>,
     pub key: DecodingKey,
+    /// The user as a Cedar principal (role parent, `org`), built once per
+    /// entry rather than per request.
+    pub entity: Entity,
 }
 
 /// What the request path knows about an organisation key.
 #[derive(Debug, Clone)]
 pub struct CachedKey {
     pub org: Arc<str>,
+    /// The key as a Cedar principal.
+    pub entity: Entity,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +133,7 @@ impl PrincipalCache {
             org: Arc::from(u.org_id.as_str()),
             role: Arc::from(u.role.as_str()),
             key: DecodingKey::from_secret(&secret),
+            entity: entities::user(&u.id, &u.role, &u.org_id),
         })
     }
 
@@ -181,6 +189,7 @@ impl PrincipalCache {
             .await?
             .map(|o| CachedKey {
                 org: Arc::from(o.id.as_str()),
+                entity: entities::api_key(&o.id),
             });
         self.api_keys.insert(hash, value.clone());
         self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
@@ -198,6 +207,7 @@ impl PrincipalCache {
         let seen = self.epoch();
         let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
             org: Arc::from(o.id.as_str()),
+            entity: entities::player_key(&o.id),
         });
         self.player_keys.insert(Arc::from(key), value.clone());
         self.keep_if_current(seen, || self.player_keys.invalidate(key));

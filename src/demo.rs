@@ -211,16 +211,25 @@ pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, Exi
          # no credential: 401\n  curl -i {base}/stream\n\n"
     ));
     out.push_str("Press Ctrl-C to stop.\n");
-    println!("{out}");
+    // Listening before the prompt: a signal right after it must stop cleanly.
+    let signal = crate::bootstrap::shutdown_signal();
+    // One write, errors ignored: a reader that stops early (`| head`) must
+    // not turn into a panic (println! panics on a closed pipe).
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(out.as_bytes());
+        let _ = stdout.flush();
+    }
 
     match args.exit_after {
         Some(secs) => {
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
-                _ = crate::bootstrap::wait_for_signal() => {}
+                _ = signal => {}
             }
         }
-        None => crate::bootstrap::wait_for_signal().await,
+        None => signal.await,
     }
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -25,10 +25,16 @@ pub async fn follow(
     loop {
         tokio::select! {
             received = changes.recv() => match received {
-                Ok(change) => apply(&state.cache, &change),
+                Ok(change) => {
+                    state.metrics.store_notifications.inc();
+                    if apply(&state.cache, &change) {
+                        state.metrics.cache_resyncs.inc();
+                    }
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "fell behind the store's change announcements; clearing the cache");
                     state.cache.clear();
+                    state.metrics.cache_resyncs.inc();
                 }
                 Err(RecvError::Closed) => break,
             },
@@ -37,7 +43,8 @@ pub async fn follow(
     }
 }
 
-fn apply(cache: &PrincipalCache, change: &Change) {
+/// Drop what `change` affects; true when that was everything.
+fn apply(cache: &PrincipalCache, change: &Change) -> bool {
     match change {
         Change::User(id) => cache.invalidate_user(id),
         Change::OrgKeys(_) => cache.invalidate_keys(),
@@ -47,6 +54,8 @@ fn apply(cache: &PrincipalCache, change: &Change) {
         Change::Resync => {
             tracing::info!("store changes may have been missed; clearing the cache");
             cache.clear();
+            return true;
         }
     }
+    false
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub shadow_reload_failures: Counter,
     pub policy_version: Gauge,
     pub store_notifications: Counter,
+    pub cache_resyncs: Counter,
 }
 
 fn stage_histogram() -> Histogram {
@@ -64,6 +65,7 @@ impl Metrics {
             shadow_reload_failures: Counter::default(),
             policy_version: Gauge::default(),
             store_notifications: Counter::default(),
+            cache_resyncs: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -111,6 +113,11 @@ impl Metrics {
             "store_notifications",
             "Change notifications received from the store",
             m.store_notifications.clone(),
+        );
+        registry.register(
+            "cache_resyncs",
+            "Whole-cache clears because store changes may have been missed (listener reconnected, or fell behind)",
+            m.cache_resyncs.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -673,7 +673,7 @@ pub fn decide_play(snapshot: &PolicySnapshot, grant: &Grant<'_>, req: &PlayReque
         entities::viewer(grant.org),
         action,
         entities::resource("Stream", req.stream, grant.org),
-        entities::playback_context(&request_facts, &facts),
+        snapshot.playback_context(&request_facts, &facts),
     )
 }
 

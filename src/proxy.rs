@@ -149,7 +149,7 @@ pub fn decide_action(
         caller.entity.clone(),
         action_uid,
         resource,
-        entities::context(facts),
+        snapshot.context(facts),
     )
 }
 
@@ -212,7 +212,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             )?;
             Ok(Caller {
                 kind: CredentialKind::UserToken,
-                entity: entities::user(&user.id, &user.role, &user.org),
+                entity: user.entity.clone(),
                 user_id: Some(user.id.clone()),
                 org: Some(user.org.clone()),
                 role: Some(user.role.clone()),
@@ -227,7 +227,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
                 .ok_or(ApiError::UnknownPrincipal("unknown_api_key"))?;
             Ok(Caller {
                 kind: CredentialKind::ApiKey,
-                entity: entities::api_key(&org.org),
+                entity: org.entity,
                 user_id: None,
                 org: Some(org.org),
                 role: Some(Arc::from(crate::store::ADMIN_ROLE)),
@@ -242,7 +242,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
                 .ok_or(ApiError::UnknownPrincipal("unknown_player_key"))?;
             Ok(Caller {
                 kind: CredentialKind::PlayerKey,
-                entity: entities::player_key(&org.org),
+                entity: org.entity,
                 user_id: None,
                 org: Some(org.org),
                 role: None,

@@ -176,7 +176,7 @@ pub fn permissions_of(snapshot: &PolicySnapshot, role: &str) -> Vec<String> {
                     principal,
                     action,
                     resource,
-                    entities::context(&facts),
+                    snapshot.context(&facts),
                 )
                 .allowed
         });

@@ -81,6 +81,37 @@ async fn until_status(
     }
 }
 
+/// Wait until B has applied every notification sent so far: notifications
+/// arrive in commit order, so once B acts on a fresh renewal made through A,
+/// it has acted on everything before it (a user's creation, say, which drops
+/// B's entry for that user).
+async fn settle(p: &Pair) {
+    let email = format!("barrier-{}@acme.test", uuid::Uuid::new_v4().simple());
+    let barrier = p.a.user(&p.org, &email, "nanoUser").await;
+    let t = p.a.token(&barrier.id).await;
+    until_status(&p.b, tok(&t), 200, NOTIFY_BOUND).await;
+    renew(&p.a, tok(&p.admin_token), &barrier.id).await;
+    until_status(&p.b, tok(&t), 401, NOTIFY_BOUND).await;
+}
+
+/// Wait until `sc` has applied at least `n` change notifications.
+async fn heard_at_least(sc: &Sidecar, n: u64) {
+    let start = Instant::now();
+    loop {
+        let metrics = sc.ops_get("/metrics").await.body;
+        let heard = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("rolegate_store_notifications_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if heard >= n {
+            return;
+        }
+        assert!(start.elapsed() < NOTIFY_BOUND, "heard {heard} of {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Renew a user's tokenKey through `sc`'s API, as an admin would.
 async fn renew(sc: &Sidecar, admin: (&str, &str), user_id: &str) {
     let body = json!({ "userId": user_id }).to_string();
@@ -234,6 +265,7 @@ async fn a_lost_notification_is_bounded_by_the_cache_ttl() {
     let p = pair(&format!("cache_ttl_secs = {}\n", ttl.as_secs())).await;
     let u = p.a.user(&p.org, "u@acme.test", "nanoUser").await;
     let t = p.a.token(&u.id).await;
+    settle(&p).await;
     assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
     let cached_at = Instant::now();
     silent_renewal(&p.url, &u.id).await;
@@ -257,6 +289,7 @@ async fn a_replica_whose_listener_connection_drops_clears_its_cache_on_reconnect
     let p = pair(LONG_TTL).await;
     let u = p.a.user(&p.org, "u@acme.test", "nanoUser").await;
     let t = p.a.token(&u.id).await;
+    settle(&p).await;
     assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200);
     silent_renewal(&p.url, &u.id).await;
     assert_eq!(get_stream(&p.b, tok(&t)).await.status, 200, "stale entry");
@@ -279,6 +312,11 @@ async fn a_replica_whose_listener_connection_drops_clears_its_cache_on_reconnect
     let _ = task.await;
     // They re-subscribe and, not knowing what they missed, drop everything.
     until_status(&p.b, tok(&t), 401, Duration::from_secs(5)).await;
+    let metrics = p.b.ops_get("/metrics").await.body;
+    assert!(
+        metrics.contains("rolegate_cache_resyncs_total 1"),
+        "{metrics}"
+    );
     // And notifications flow again on the new connection.
     let fresh = p.a.token(&u.id).await;
     assert_eq!(get_stream(&p.b, tok(&fresh)).await.status, 200);
@@ -297,6 +335,9 @@ async fn a_dead_store_fails_closed_and_service_resumes_when_it_is_back() {
     let cached = sc.user(&org, "cached@acme.test", "nanoUser").await;
     let cold = sc.user(&org, "cold@acme.test", "nanoUser").await;
     let (tc, tn) = (sc.token(&cached.id).await, sc.token(&cold.id).await);
+    // The two creations come back as notifications (dropping entries for
+    // those ids): let them land before caching.
+    heard_at_least(&sc, 2).await;
     assert_eq!(get_stream(&sc, tok(&tc)).await.status, 200);
     assert_eq!(sc.ops_get("/ready").await.status, 200);
     let upstream_before = echo.count();

@@ -794,6 +794,8 @@ async fn bad_settings_stop_start_up_naming_the_setting() {
 #[tokio::test]
 async fn the_demo_shows_allow_and_deny() {
     use std::io::{BufRead, BufReader};
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("demo.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
         .args([
             "demo",
@@ -806,7 +808,7 @@ async fn the_demo_shows_allow_and_deny() {
         ])
         .current_dir(crate::support::repo())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -856,7 +858,11 @@ async fn the_demo_shows_allow_and_deny() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "demo exited with {status}");
+    assert!(
+        status.success(),
+        "demo exited with {status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 #[tokio::test]

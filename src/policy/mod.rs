@@ -52,6 +52,8 @@ pub struct PolicySnapshot {
     pub version: u64,
     pub digest: String,
     pub loaded_at: OffsetDateTime,
+    /// The context attributes these policies read (the rest are not built).
+    pub context_needs: entities::ContextNeeds,
     actions: HashMap<String, EntityUid>,
     /// Each action's entity with its groups as (transitive) parents: the one
     /// piece of the action hierarchy a decision needs, so a request adds just
@@ -82,6 +84,7 @@ impl PolicySnapshot {
             .unwrap_or_default();
         let slices = slices::build(&policies, &action_entities, roles.keys());
         PolicySnapshot {
+            context_needs: entities::ContextNeeds::of(&policies),
             slices,
             policies,
             schema,
@@ -116,6 +119,20 @@ impl PolicySnapshot {
 
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.contains_key(role)
+    }
+
+    /// The context of an ordinary request, as these policies need it.
+    pub fn context(&self, facts: &entities::RequestFacts<'_>) -> Context {
+        entities::context(facts, self.context_needs)
+    }
+
+    /// The context of a guarded playback request, as these policies need it.
+    pub fn playback_context(
+        &self,
+        facts: &entities::RequestFacts<'_>,
+        playback: &entities::PlaybackFacts<'_>,
+    ) -> Context {
+        entities::playback_context(facts, playback, self.context_needs)
     }
 
     /// Decide one request. Anything that goes wrong is a deny.

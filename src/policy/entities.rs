@@ -182,9 +182,10 @@ impl ContextNeeds {
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_alphanumeric() || c == '_');
-            !word_before
-                && !word_after
-                && !(rest.starts_with('.') || rest.starts_with("has") || rest.starts_with('['))
+            let accessed =
+                rest.starts_with('.') || rest.starts_with("has") || rest.starts_with('[');
+            // `context` as a whole word, not followed by an attribute access.
+            !(word_before || word_after || accessed)
         });
         if whole_record {
             return ContextNeeds::ALL;

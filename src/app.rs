@@ -54,7 +54,6 @@ pub struct AppState {
     pub store: SharedStore,
     pub cache: PrincipalCache,
     pub tokens: TokenSettings,
-    pub validation: jsonwebtoken::Validation,
     pub upstream: Option<Upstream>,
     pub metrics: Metrics,
     pub login_throttle: crate::users::LoginThrottle,
@@ -108,7 +107,6 @@ impl AppState {
             .set(policies.current().version as i64);
         Ok(Arc::new(AppState {
             tokens: settings.token_settings(),
-            validation: crate::token::validation(),
             settings,
             policies,
             shadow,

@@ -16,19 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cedar_policy::Entity;
-use jsonwebtoken::DecodingKey;
 use moka::sync::Cache;
 
 use crate::policy::entities;
 use crate::store::{key_hash, SharedStore, StoreError, User};
-use crate::token::derive_secret;
+use crate::token::{derive_secret, VerifyKey};
 
 /// What the request path knows about a user.
 pub struct CachedUser {
     pub id: Arc<str>,
     pub org: Arc<str>,
     pub role: Arc<str>,
-    pub key: DecodingKey,
+    pub key: VerifyKey,
     /// The user as a Cedar principal (role parent, `org`), built once per
     /// entry rather than per request.
     pub entity: Entity,
@@ -132,7 +131,7 @@ impl PrincipalCache {
             id: Arc::from(u.id.as_str()),
             org: Arc::from(u.org_id.as_str()),
             role: Arc::from(u.role.as_str()),
-            key: DecodingKey::from_secret(&secret),
+            key: VerifyKey::new(&secret),
             entity: entities::user(&u.id, &u.role, &u.org_id),
         })
     }

@@ -202,14 +202,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             let user = lookup
                 .value
                 .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
-            token::verify(
-                t,
-                &user.key,
-                &state.validation,
-                &state.tokens,
-                &user.id,
-                unix_now(),
-            )?;
+            token::verify(t, &user.key, &state.tokens, &user.id, unix_now())?;
             Ok(Caller {
                 kind: CredentialKind::UserToken,
                 entity: user.entity.clone(),

@@ -155,6 +155,29 @@ fn bench(c: &mut Criterion) {
             .allowed
         })
     });
+    // What the proxy does for a decision it has made before: the snapshot's
+    // decision cache answers (key built from the request's strings).
+    let caller = rolegate::proxy::Caller {
+        kind: CredentialKind::UserToken,
+        entity: cached.entity.clone(),
+        user_id: Some(cached.id.clone()),
+        org: Some(cached.org.clone()),
+        role: Some(cached.role.clone()),
+    };
+    let decide = |snap: &rolegate::policy::PolicySnapshot| {
+        rolegate::proxy::decide_action(
+            snap,
+            &caller,
+            "getStream",
+            "Stream",
+            "abc",
+            &org.org.id,
+            &facts,
+        )
+        .allowed
+    };
+    assert!(decide(&snap));
+    c.bench_function("decision_cached", |b| b.iter(|| decide(black_box(&snap))));
     // The same decision with 100 custom roles loaded (104 more policies).
     let custom_action = custom.action("getStream").unwrap().clone();
     c.bench_function("cedar_decision_100_custom_roles", |b| {

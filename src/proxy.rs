@@ -21,6 +21,7 @@ use crate::credential::{self, Credential, CredentialKind};
 use crate::error::{ApiError, LocalBody};
 use crate::forward::{self, Identity};
 use crate::path;
+use crate::policy::decisions::{self, DecisionInputs};
 use crate::policy::entities::{self, RequestFacts};
 use crate::policy::routes::{ResourceId, Route};
 use crate::policy::{Outcome, PolicySnapshot};
@@ -143,14 +144,36 @@ pub fn decide_action(
             errors: vec![format!("unknown action `{action}`")],
         };
     };
+    // The key holds every input the principal, resource and context are
+    // built from (the caller's entity mirrors its kind, id, role and org).
+    let principal = caller.entity.uid();
+    let key = decisions::key(
+        &DecisionInputs {
+            action,
+            principal_type: principal.type_name().basename(),
+            principal_id: principal.id().unescaped(),
+            role: caller.role.as_deref(),
+            org: caller.org.as_deref(),
+            resource_type,
+            resource_id,
+            resource_org,
+            facts,
+        },
+        snapshot.context_needs,
+    );
+    if let Some(known) = snapshot.decisions.get(&key) {
+        return Outcome::clone(&known);
+    }
     let resource = entities::resource(resource_type, resource_id, resource_org);
-    snapshot.decide_as(
+    let outcome = snapshot.decide_as(
         caller.role.as_deref(),
         caller.entity.clone(),
         action_uid,
         resource,
         snapshot.context(facts),
-    )
+    );
+    snapshot.decisions.insert(key, Arc::new(outcome.clone()));
+    outcome
 }
 
 /// The one structured line of a deny: the same facts `rolegate explain` prints.

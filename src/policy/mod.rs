@@ -3,6 +3,7 @@
 //! ([`PolicyStore`]). A request loads the snapshot once and decides against it,
 //! so it never sees a mix of two versions, and the read path takes no lock.
 
+pub mod decisions;
 pub mod entities;
 pub mod loader;
 pub mod routes;
@@ -54,6 +55,8 @@ pub struct PolicySnapshot {
     pub loaded_at: OffsetDateTime,
     /// The context attributes these policies read (the rest are not built).
     pub context_needs: entities::ContextNeeds,
+    /// Route decisions made with this snapshot (see [`decisions`]).
+    pub decisions: decisions::DecisionCache,
     actions: HashMap<String, EntityUid>,
     /// Each action's entity with its groups as (transitive) parents: the one
     /// piece of the action hierarchy a decision needs, so a request adds just
@@ -85,6 +88,7 @@ impl PolicySnapshot {
         let slices = slices::build(&policies, &action_entities, roles.keys());
         PolicySnapshot {
             context_needs: entities::ContextNeeds::of(&policies),
+            decisions: Default::default(),
             slices,
             policies,
             schema,

@@ -140,14 +140,20 @@ fn bench(c: &mut Criterion) {
     };
     let action = snap.action("getStream").unwrap().clone();
     let cached = rt.block_on(cache.user(&user.id)).unwrap().value.unwrap();
-    // What the request path does per request: the principal comes from the
-    // cache entry; resource and context are built; Cedar decides.
+    let caller = rolegate::proxy::Caller {
+        kind: CredentialKind::UserToken,
+        user_id: Some(cached.id.clone()),
+        org: Some(cached.org.clone()),
+        role: Some(cached.role.clone()),
+    };
+    // What the request path does for a decision it has not made before:
+    // principal, resource and context are built; Cedar decides.
     c.bench_function("cedar_decision", |b| {
         b.iter(|| {
             let r = entities::resource("Stream", "abc", &org.org.id);
             snap.decide_as(
                 Some("nanoUser"),
-                cached.entity.clone(),
+                caller.entity(),
                 &action,
                 r,
                 snap.context(&facts),
@@ -157,13 +163,6 @@ fn bench(c: &mut Criterion) {
     });
     // What the proxy does for a decision it has made before: the snapshot's
     // decision cache answers (key built from the request's strings).
-    let caller = rolegate::proxy::Caller {
-        kind: CredentialKind::UserToken,
-        entity: cached.entity.clone(),
-        user_id: Some(cached.id.clone()),
-        org: Some(cached.org.clone()),
-        role: Some(cached.role.clone()),
-    };
     let decide = |snap: &rolegate::policy::PolicySnapshot| {
         rolegate::proxy::decide_action(
             snap,
@@ -186,7 +185,7 @@ fn bench(c: &mut Criterion) {
             custom
                 .decide_as(
                     Some("nanoUser"),
-                    cached.entity.clone(),
+                    caller.entity(),
                     &custom_action,
                     r,
                     custom.context(&facts),
@@ -283,7 +282,7 @@ fn bench(c: &mut Criterion) {
             assert!(
                 snap.decide_as(
                     Some(&u.role),
-                    u.entity.clone(),
+                    entities::user(&u.id, &u.role, &u.org),
                     action,
                     r,
                     snap.context(&facts)

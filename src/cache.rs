@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cedar_policy::Entity;
 use moka::sync::Cache;
 
-use crate::policy::entities;
 use crate::store::{key_hash, SharedStore, StoreError, User};
 use crate::token::{derive_secret, VerifyKey};
 
@@ -28,17 +26,12 @@ pub struct CachedUser {
     pub org: Arc<str>,
     pub role: Arc<str>,
     pub key: VerifyKey,
-    /// The user as a Cedar principal (role parent, `org`), built once per
-    /// entry rather than per request.
-    pub entity: Entity,
 }
 
 /// What the request path knows about an organisation key.
 #[derive(Debug, Clone)]
 pub struct CachedKey {
     pub org: Arc<str>,
-    /// The key as a Cedar principal.
-    pub entity: Entity,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +125,6 @@ impl PrincipalCache {
             org: Arc::from(u.org_id.as_str()),
             role: Arc::from(u.role.as_str()),
             key: VerifyKey::new(&secret),
-            entity: entities::user(&u.id, &u.role, &u.org_id),
         })
     }
 
@@ -188,7 +180,6 @@ impl PrincipalCache {
             .await?
             .map(|o| CachedKey {
                 org: Arc::from(o.id.as_str()),
-                entity: entities::api_key(&o.id),
             });
         self.api_keys.insert(hash, value.clone());
         self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
@@ -206,7 +197,6 @@ impl PrincipalCache {
         let seen = self.epoch();
         let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
             org: Arc::from(o.id.as_str()),
-            entity: entities::player_key(&o.id),
         });
         self.player_keys.insert(Arc::from(key), value.clone());
         self.keep_if_current(seen, || self.player_keys.invalidate(key));

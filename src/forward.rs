@@ -68,57 +68,86 @@ pub struct Identity<'a> {
     pub credential: &'static str,
 }
 
-/// Remove hop-by-hop fields, including every field the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+// Stripping runs on every forwarded request and response, so each function
+// walks the (few) fields present once and compares names, rather than asking
+// the map to look up each of the ~35 names it must not pass on: most requests
+// carry none of them, and a `remove(&str)` per name parses and hashes it.
+
+/// Remove every field whose name `doomed` picks, in one pass over the names.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| doomed(k.as_str()))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(&n);
+    }
+}
+
+/// The fields the `Connection` header names (they are hop-by-hop too).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
-    }
+        .collect()
 }
 
-/// Remove every client-sent identity claim: rolegate's own headers, forwarding
-/// headers, and any name with an underscore (some servers read `X_User` as `X-User`).
-pub fn strip_identity(headers: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            let s = k.as_str();
-            s.starts_with("x-rolegate-") || s.contains('_') || IDENTITY.contains(&s)
-        })
-        .cloned()
-        .collect();
-    for n in doomed {
-        headers.remove(n);
-    }
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
 }
 
-pub fn strip_credentials(headers: &mut HeaderMap) {
-    for n in [
-        TOKEN_HEADER,
-        API_KEY_HEADER,
-        PLAYER_KEY_HEADER,
-        "authorization",
-    ] {
-        headers.remove(n);
-    }
+/// Client-sent identity claims: rolegate's own headers, forwarding headers,
+/// and any name with an underscore (some servers read `X_User` as `X-User`).
+fn is_identity(name: &str) -> bool {
+    name.starts_with("x-rolegate-") || name.contains('_') || IDENTITY.contains(&name)
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn is_credential(name: &str) -> bool {
+    matches!(
+        name,
+        TOKEN_HEADER | API_KEY_HEADER | PLAYER_KEY_HEADER | "authorization"
+    )
+}
+
+/// Remove hop-by-hop fields, including every field the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for n in connection_named(headers) {
+        headers.remove(n);
+    }
+    remove_where(headers, is_hop_by_hop);
+}
+
+/// Everything a request must lose before it goes upstream: hop-by-hop fields,
+/// client-sent identity claims, and (unless `keep_credentials`) credentials.
+pub fn strip_request(headers: &mut HeaderMap, keep_credentials: bool) {
+    for n in connection_named(headers) {
+        headers.remove(n);
+    }
+    remove_where(headers, |n| {
+        is_hop_by_hop(n) || is_identity(n) || (!keep_credentials && is_credential(n))
+    });
+}
+
+// Names as `HeaderName` constants: inserting by `&'static str` would parse the
+// name on every request.
+const USER_ID_NAME: HeaderName = HeaderName::from_static(USER_ID_HEADER);
+const ORG_ID_NAME: HeaderName = HeaderName::from_static(ORG_ID_HEADER);
+const ROLE_NAME: HeaderName = HeaderName::from_static(ROLE_HEADER);
+const CREDENTIAL_NAME: HeaderName = HeaderName::from_static(CREDENTIAL_HEADER);
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
 }
 
-/// Set rolegate's identity headers (after [`strip_identity`]).
+/// Set rolegate's identity headers (after [`strip_request`]).
 pub fn set_identity(
     headers: &mut HeaderMap,
     id: &Identity<'_>,
@@ -126,17 +155,17 @@ pub fn set_identity(
     client: IpAddr,
 ) {
     if let Some(u) = id.user_id {
-        set(headers, USER_ID_HEADER, u);
+        set(headers, USER_ID_NAME, u);
     }
     if let Some(o) = id.org_id {
-        set(headers, ORG_ID_HEADER, o);
+        set(headers, ORG_ID_NAME, o);
     }
     if let Some(r) = id.role {
-        set(headers, ROLE_HEADER, r);
+        set(headers, ROLE_NAME, r);
     }
-    headers.insert(CREDENTIAL_HEADER, HeaderValue::from_static(id.credential));
-    headers.insert(REQUEST_ID_HEADER, request_id.clone());
-    set(headers, "x-forwarded-for", &client.to_string());
+    headers.insert(CREDENTIAL_NAME, HeaderValue::from_static(id.credential));
+    headers.insert(REQUEST_ID_NAME, request_id.clone());
+    set(headers, FORWARDED_FOR_NAME, &client.to_string());
 }
 
 #[derive(Clone)]

@@ -18,10 +18,42 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+/// The timed stages of a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Stage {
+    Credential,
+    Cache,
+    Decision,
+    Upstream,
+}
+
+impl Stage {
+    const ALL: [Stage; 4] = [
+        Stage::Credential,
+        Stage::Cache,
+        Stage::Decision,
+        Stage::Upstream,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Credential => "credential",
+            Stage::Cache => "cache",
+            Stage::Decision => "decision",
+            Stage::Upstream => "upstream",
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<DecisionLabels, Counter>,
     pub stage_seconds: Family<StageLabels, Histogram>,
+    /// One handle per stage, taken from `stage_seconds` at start-up: an
+    /// observation then skips the family's lock and label hashing, which
+    /// the request path would otherwise pay four times per request.
+    stages: [Histogram; 4],
+    allow_forwarded: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub reloads: Counter,
@@ -54,9 +86,22 @@ impl Metrics {
         let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(
             stage_histogram as fn() -> Histogram,
         );
+        let stages = Stage::ALL.map(|s| {
+            stage_seconds
+                .get_or_create(&StageLabels { stage: s.label() })
+                .clone()
+        });
+        let allow_forwarded = requests
+            .get_or_create(&DecisionLabels {
+                decision: "allow",
+                reason: "forwarded",
+            })
+            .clone();
         let m = Metrics {
             requests,
             stage_seconds,
+            stages,
+            allow_forwarded,
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             reloads: Counter::default(),
@@ -128,10 +173,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe(&self, stage: &'static str, seconds: f64) {
-        self.stage_seconds
-            .get_or_create(&StageLabels { stage })
-            .observe(seconds);
+    /// `count("allow", "forwarded")` for the hottest outcome, without the lookup.
+    pub fn count_forwarded(&self) {
+        self.allow_forwarded.inc();
+    }
+
+    pub fn observe(&self, stage: Stage, seconds: f64) {
+        self.stages[stage as usize].observe(seconds);
     }
 
     pub fn encode(&self) -> String {

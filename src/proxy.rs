@@ -20,6 +20,7 @@ use crate::app::AppState;
 use crate::credential::{self, Credential, CredentialKind};
 use crate::error::{ApiError, LocalBody};
 use crate::forward::{self, Identity};
+use crate::metrics::Stage;
 use crate::path;
 use crate::policy::decisions::{self, DecisionInputs};
 use crate::policy::entities::{self, RequestFacts};
@@ -33,7 +34,6 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 #[derive(Clone)]
 pub struct Caller {
     pub kind: CredentialKind,
-    pub entity: Entity,
     pub user_id: Option<Arc<str>>,
     pub org: Option<Arc<str>>,
     /// The current role (users), `nanoAdmin` (API key), or none.
@@ -44,10 +44,38 @@ impl Caller {
     pub fn anonymous() -> Self {
         Caller {
             kind: CredentialKind::Anonymous,
-            entity: entities::anonymous(),
             user_id: None,
             org: None,
             role: None,
+        }
+    }
+
+    /// The caller as a Cedar principal. Built when a decision is evaluated,
+    /// not kept per cache entry: decisions are mostly answered from the
+    /// decision cache, and an `Entity` per cached user (attribute map,
+    /// ancestor set) costs ~2 KiB, which 100,000 cached users would feel.
+    pub fn entity(&self) -> Entity {
+        let org = self.org.as_deref().unwrap_or("");
+        match self.kind {
+            CredentialKind::UserToken => entities::user(
+                self.user_id.as_deref().unwrap_or(""),
+                self.role.as_deref().unwrap_or(""),
+                org,
+            ),
+            CredentialKind::ApiKey => entities::api_key(org),
+            CredentialKind::PlayerKey => entities::player_key(org),
+            CredentialKind::Anonymous => entities::anonymous(),
+        }
+    }
+
+    /// The principal's entity type and id, as `entity()` builds them.
+    fn principal_key(&self) -> (&'static str, &str) {
+        let org = self.org.as_deref().unwrap_or("");
+        match self.kind {
+            CredentialKind::UserToken => ("User", self.user_id.as_deref().unwrap_or("")),
+            CredentialKind::ApiKey => ("ApiKey", org),
+            CredentialKind::PlayerKey => ("PlayerKey", org),
+            CredentialKind::Anonymous => ("Anonymous", "anonymous"),
         }
     }
 
@@ -68,7 +96,7 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     pub client_ip: std::net::IpAddr,
     pub path: String,
-    pub route: Route,
+    pub route: Arc<Route>,
     /// Path parameters of the matched route.
     pub params: Vec<(String, String)>,
     pub snapshot: Arc<PolicySnapshot>,
@@ -111,7 +139,7 @@ impl RequestCtx {
             &facts,
         );
         if outcome.allowed {
-            Ok(outcome)
+            Ok(Outcome::clone(&outcome))
         } else {
             log_deny(
                 self.request_id(),
@@ -136,22 +164,22 @@ pub fn decide_action(
     resource_id: &str,
     resource_org: &str,
     facts: &RequestFacts<'_>,
-) -> Outcome {
+) -> Arc<Outcome> {
     let Some(action_uid) = snapshot.action(action) else {
-        return Outcome {
+        return Arc::new(Outcome {
             allowed: false,
             policies: vec![],
             errors: vec![format!("unknown action `{action}`")],
-        };
+        });
     };
     // The key holds every input the principal, resource and context are
-    // built from (the caller's entity mirrors its kind, id, role and org).
-    let principal = caller.entity.uid();
+    // built from (`Caller::entity` is built from its kind, id, role and org).
+    let (principal_type, principal_id) = caller.principal_key();
     let key = decisions::key(
         &DecisionInputs {
             action,
-            principal_type: principal.type_name().basename(),
-            principal_id: principal.id().unescaped(),
+            principal_type,
+            principal_id,
             role: caller.role.as_deref(),
             org: caller.org.as_deref(),
             resource_type,
@@ -162,17 +190,18 @@ pub fn decide_action(
         snapshot.context_needs,
     );
     if let Some(known) = snapshot.decisions.get(&key) {
-        return Outcome::clone(&known);
+        return known;
     }
     let resource = entities::resource(resource_type, resource_id, resource_org);
     let outcome = snapshot.decide_as(
         caller.role.as_deref(),
-        caller.entity.clone(),
+        caller.entity(),
         action_uid,
         resource,
         snapshot.context(facts),
     );
-    snapshot.decisions.insert(key, Arc::new(outcome.clone()));
+    let outcome = Arc::new(outcome);
+    snapshot.decisions.insert(key, outcome.clone());
     outcome
 }
 
@@ -216,7 +245,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             let lookup = state.cache.user(&kid).await?;
             state
                 .metrics
-                .observe("cache", started.elapsed().as_secs_f64());
+                .observe(Stage::Cache, started.elapsed().as_secs_f64());
             if lookup.hit {
                 state.metrics.cache_hits.inc();
             } else {
@@ -228,7 +257,6 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             token::verify(t, &user.key, &state.tokens, &user.id, unix_now())?;
             Ok(Caller {
                 kind: CredentialKind::UserToken,
-                entity: user.entity.clone(),
                 user_id: Some(user.id.clone()),
                 org: Some(user.org.clone()),
                 role: Some(user.role.clone()),
@@ -243,7 +271,6 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
                 .ok_or(ApiError::UnknownPrincipal("unknown_api_key"))?;
             Ok(Caller {
                 kind: CredentialKind::ApiKey,
-                entity: org.entity,
                 user_id: None,
                 org: Some(org.org),
                 role: Some(Arc::from(crate::store::ADMIN_ROLE)),
@@ -258,7 +285,6 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
                 .ok_or(ApiError::UnknownPrincipal("unknown_player_key"))?;
             Ok(Caller {
                 kind: CredentialKind::PlayerKey,
-                entity: org.entity,
                 user_id: None,
                 org: Some(org.org),
                 role: None,
@@ -289,7 +315,7 @@ async fn resource_org(
 /// What the decision step hands on: the caller, the matched route and the snapshot it was decided with.
 pub struct Authorized {
     pub caller: Caller,
-    pub route: Route,
+    pub route: Arc<Route>,
     pub params: Vec<(String, String)>,
     pub snapshot: Arc<PolicySnapshot>,
 }
@@ -311,7 +337,7 @@ pub async fn authorize(
     let caller = authenticate(state, &cred).await?;
     state
         .metrics
-        .observe("credential", started.elapsed().as_secs_f64());
+        .observe(Stage::Credential, started.elapsed().as_secs_f64());
 
     let Some(m) = snapshot.routes.find(method, path) else {
         tracing::info!(
@@ -353,7 +379,7 @@ pub async fn authorize(
         );
         state
             .metrics
-            .observe("decision", decided.elapsed().as_secs_f64());
+            .observe(Stage::Decision, decided.elapsed().as_secs_f64());
         state.shadow_compare(
             &caller,
             &route,
@@ -512,7 +538,7 @@ async fn handle_inner(
 
     if route.is_upstream() {
         let resp = forward(state, req, &path_and_query, &caller, request_id, client_ip).await?;
-        state.metrics.count("allow", "forwarded");
+        state.metrics.count_forwarded();
         return Ok(resp);
     }
 
@@ -561,11 +587,7 @@ pub(crate) async fn forward_as(
         .as_ref()
         .ok_or_else(|| ApiError::UpstreamUnreachable("no upstream configured".to_owned()))?;
     let headers = req.headers_mut();
-    forward::strip_hop_by_hop(headers);
-    forward::strip_identity(headers);
-    if !state.settings.forward_credentials {
-        forward::strip_credentials(headers);
-    }
+    forward::strip_request(headers, state.settings.forward_credentials);
     forward::set_identity(headers, identity, request_id, client_ip);
     if req.method() == Method::CONNECT {
         return Err(ApiError::Denied("method_not_allowed"));
@@ -574,7 +596,7 @@ pub(crate) async fn forward_as(
     let mut resp = upstream.send(req, path_and_query).await?;
     state
         .metrics
-        .observe("upstream", started.elapsed().as_secs_f64());
+        .observe(Stage::Upstream, started.elapsed().as_secs_f64());
     resp.headers_mut()
         .insert(forward::REQUEST_ID_HEADER, request_id.clone());
     Ok(resp.map(Either::Left))

@@ -22,6 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -109,19 +111,41 @@ impl VerifyKey {
 }
 
 /// The header fields an API token is judged by; anything else in it is ignored.
+/// Strings borrow from the decoded bytes unless they hold escapes (`Cow`).
 #[derive(Deserialize)]
-struct TokenHeader {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
+struct TokenHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default, borrow)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kid: Option<Cow<'a, str>>,
 }
 
-/// Decode and check a token's header: HS256 and the API-token `typ`.
-fn header(encoded: &str) -> Result<TokenHeader, TokenError> {
-    let bytes = B64.decode(encoded).map_err(|_| TokenError::Malformed)?;
-    let h: TokenHeader = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+/// The claims as `verify` reads them: the same fields and types as
+/// [`ApiClaims`], borrowed rather than copied.
+#[derive(Deserialize)]
+struct BorrowedClaims<'a> {
+    #[serde(borrow)]
+    iss: Cow<'a, str>,
+    #[serde(borrow)]
+    aud: Cow<'a, str>,
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
+    exp: u64,
+    nbf: u64,
+    #[allow(dead_code)] // required (a token without it is refused), not checked
+    iat: u64,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    jti: Cow<'a, str>,
+}
+
+/// Decode a token's header into `buf` and check it: HS256 and the API-token `typ`.
+fn header<'b>(encoded: &str, buf: &'b mut Vec<u8>) -> Result<TokenHeader<'b>, TokenError> {
+    B64.decode_vec(encoded, buf)
+        .map_err(|_| TokenError::Malformed)?;
+    let h: TokenHeader = serde_json::from_slice(buf).map_err(|_| TokenError::Malformed)?;
     if h.alg != "HS256" || h.typ.as_deref() != Some(API_TOKEN_TYP) {
         return Err(TokenError::WrongType);
     }
@@ -185,7 +209,8 @@ pub fn mint(
 /// The kid is checked to be a plausible id so it never drives odd lookups.
 pub fn key_id(token: &str) -> Result<String, TokenError> {
     let (h, _, _) = parts(token)?;
-    let kid = header(h)?.kid.ok_or(TokenError::BadKeyId)?;
+    let mut buf = Vec::new();
+    let kid = header(h, &mut buf)?.kid.ok_or(TokenError::BadKeyId)?;
     if kid.is_empty()
         || kid.len() > MAX_KID_LEN
         || !kid
@@ -194,7 +219,7 @@ pub fn key_id(token: &str) -> Result<String, TokenError> {
     {
         return Err(TokenError::BadKeyId);
     }
-    Ok(kid)
+    Ok(kid.into_owned())
 }
 
 /// Verify an API token whose key id named `user_id`, with that user's key.
@@ -204,10 +229,11 @@ pub fn verify(
     settings: &TokenSettings,
     user_id: &str,
     now: u64,
-) -> Result<ApiClaims, TokenError> {
+) -> Result<(), TokenError> {
     let (h, p, s) = parts(token)?;
     // Checked again although `key_id` did: verification stands on its own.
-    header(h)?;
+    let mut buf = Vec::new();
+    header(h, &mut buf)?;
     let signature = B64.decode(s).map_err(|_| TokenError::Malformed)?;
     let mut mac = key.0.clone();
     mac.update(h.as_bytes());
@@ -216,8 +242,10 @@ pub fn verify(
     // Constant-time comparison; a wrong length fails the same way.
     mac.verify_slice(&signature)
         .map_err(|_| TokenError::BadSignature)?;
-    let payload = B64.decode(p).map_err(|_| TokenError::Malformed)?;
-    let c: ApiClaims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
+    buf.clear();
+    B64.decode_vec(p, &mut buf)
+        .map_err(|_| TokenError::Malformed)?;
+    let c: BorrowedClaims = serde_json::from_slice(&buf).map_err(|_| TokenError::BadClaims)?;
     if c.iss != settings.issuer {
         return Err(TokenError::WrongIssuer);
     }
@@ -233,7 +261,7 @@ pub fn verify(
     if c.nbf > now.saturating_add(settings.leeway_secs) {
         return Err(TokenError::NotYetValid);
     }
-    Ok(c)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `POST /stream/validate` is never read as `POST /stream/{id}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -48,7 +49,7 @@ impl Route {
 /// A match: the route and the values of its path parameters.
 #[derive(Debug)]
 pub struct RouteMatch<'r, 'p> {
-    pub route: &'r Route,
+    pub route: &'r Arc<Route>,
     pub params: Vec<(&'r str, &'p str)>,
 }
 
@@ -75,7 +76,8 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
 
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    /// Shared, so a request keeps its matched route by reference count, not by copy.
+    routes: Vec<Arc<Route>>,
     by_method: HashMap<String, Vec<usize>>,
     /// Actions no route names, with the reason (`[unrouted]`).
     pub unrouted: HashMap<String, String>,
@@ -194,7 +196,7 @@ impl RouteTable {
                 .entry(method.clone())
                 .or_default()
                 .push(index);
-            table.routes.push(Route {
+            table.routes.push(Arc::new(Route {
                 method,
                 template: r.path,
                 action: r.action,
@@ -203,7 +205,7 @@ impl RouteTable {
                 handler: r.handler,
                 index,
                 segments,
-            });
+            }));
         }
         // Most specific first: compare segment by segment, literal before param.
         let routes = &table.routes;
@@ -224,7 +226,7 @@ impl RouteTable {
         Ok(table)
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::credential::CredentialKind;
 use crate::path;
-use crate::policy::entities::{self, RequestFacts};
+use crate::policy::entities::RequestFacts;
 use crate::policy::routes::{ResourceId, Route};
 use crate::policy::{Outcome, PolicySnapshot};
 use crate::proxy::{decide_action, Caller};
@@ -84,7 +84,6 @@ impl CallerSpec {
                 }
                 Caller {
                     kind: CredentialKind::UserToken,
-                    entity: entities::user(USER, r, ORG),
                     user_id: Some(Arc::from(USER)),
                     org: Some(org),
                     role: Some(Arc::from(r.as_str())),
@@ -92,14 +91,12 @@ impl CallerSpec {
             }
             CallerSpec::ApiKey => Caller {
                 kind: CredentialKind::ApiKey,
-                entity: entities::api_key(ORG),
                 user_id: None,
                 org: Some(org),
                 role: Some(Arc::from(crate::store::ADMIN_ROLE)),
             },
             CallerSpec::PlayerKey => Caller {
                 kind: CredentialKind::PlayerKey,
-                entity: entities::player_key(ORG),
                 user_id: None,
                 org: Some(org),
                 role: None,
@@ -135,7 +132,7 @@ pub struct Probe {
 #[derive(Debug, Clone)]
 pub struct Explanation {
     /// The route that matched; none means the request is denied with `no_route`.
-    pub route: Option<Route>,
+    pub route: Option<Arc<Route>>,
     pub resource: String,
     pub resource_org: String,
     pub outcome: Outcome,
@@ -196,7 +193,7 @@ pub fn evaluate(snapshot: &PolicySnapshot, probe: &Probe) -> Result<Explanation,
         client_ip: CLIENT_IP,
         tag_filter: path::query_has_tag_filter(query),
     };
-    let outcome = decide_action(
+    let outcome = (*decide_action(
         snapshot,
         &caller,
         &route.action,
@@ -204,7 +201,8 @@ pub fn evaluate(snapshot: &PolicySnapshot, probe: &Probe) -> Result<Explanation,
         &resource_id,
         &resource_org,
         &facts,
-    );
+    ))
+    .clone();
     Ok(Explanation {
         resource: format!("{}::\"{}\"", route.resource_type, resource_id),
         route: Some(route),

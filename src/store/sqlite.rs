@@ -229,8 +229,14 @@ impl SqliteStore {
         T: Send + 'static,
         P: rusqlite::ToSql + Send + 'static,
     {
-        self.with(move |c| c.query_row(&sql, [param], row).optional().map_err(q))
-            .await
+        // Cached statements: these lookups serve the request path's cache
+        // misses, where preparing the SQL each time was most of the read.
+        self.with(move |c| {
+            c.prepare_cached(&sql)
+                .and_then(|mut st| st.query_row([param], row).optional())
+                .map_err(q)
+        })
+        .await
     }
 
     /// One UPDATE (`?1` the new value, `?2` the id) of a row that must exist.

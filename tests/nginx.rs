@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{repo, send, Echo, Options, Reply, Sidecar};
+use crate::support::{free_port, repo, send, Echo, Options, Reply, Sidecar};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -42,15 +42,6 @@ impl Nginx {
     fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The shipped example with its three placeholders filled in.

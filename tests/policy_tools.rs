@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::{self, copy_dir, repo, send, tok, Echo, Options, Sidecar};
+use crate::support::{self, copy_dir, free_port, repo, send, tok, Echo, Options, Sidecar};
 
 fn rolegate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rolegate"))
@@ -763,14 +763,6 @@ async fn slow_upstream() -> String {
         }
     });
     format!("http://{addr}")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[cfg(unix)]

@@ -390,3 +390,12 @@ pub async fn raw(addr: &str, bytes: &[u8]) -> String {
 pub fn tok(t: &str) -> (&'static str, &str) {
     ("x-bintu-token", t)
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

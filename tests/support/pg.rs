@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use super::free_port;
+
 pub struct PgCluster {
     dir: PathBuf,
     pub port: u16,
@@ -44,14 +46,6 @@ fn bin_dir() -> PathBuf {
          on PATH): run scripts/test-deps, or ./scripts/test which runs it"
     );
     PathBuf::from(path).parent().unwrap().to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn is_root() -> bool {

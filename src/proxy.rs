@@ -601,3 +601,33 @@ pub(crate) async fn forward_as(
         .insert(forward::REQUEST_ID_HEADER, request_id.clone());
     Ok(resp.map(Either::Left))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decision cache keys a decision by `principal_key`, and Cedar sees
+    /// `entity()`: they must name the same principal, or two callers could
+    /// share a cached decision.
+    #[test]
+    fn the_decision_key_names_the_principal_cedar_sees() {
+        let member = |kind| Caller {
+            kind,
+            user_id: (kind == CredentialKind::UserToken).then(|| Arc::from("u-1")),
+            org: (kind != CredentialKind::Anonymous).then(|| Arc::from("org-1")),
+            role: Some(Arc::from("nanoUser")),
+        };
+        for kind in [
+            CredentialKind::UserToken,
+            CredentialKind::ApiKey,
+            CredentialKind::PlayerKey,
+            CredentialKind::Anonymous,
+        ] {
+            let caller = member(kind);
+            let uid = caller.entity().uid();
+            let (type_name, id) = caller.principal_key();
+            assert_eq!(uid.type_name().basename(), type_name, "{kind:?}");
+            assert_eq!(uid.id().unescaped(), id, "{kind:?}");
+        }
+    }
+}

@@ -115,8 +115,8 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("token_verify", |b| {
         b.iter(|| {
-            let kid = token::key_id(black_box(&t)).unwrap();
-            token::verify(&t, &key, &settings, &kid, now).unwrap()
+            let parsed = token::parse(black_box(&t)).unwrap();
+            token::verify(&parsed, &key, &settings, parsed.kid(), now).unwrap()
         })
     });
     c.bench_function("cache_hit", |b| {
@@ -273,16 +273,26 @@ fn bench(c: &mut Criterion) {
             let credential::Credential::UserToken(tok) = cred else {
                 unreachable!()
             };
-            let kid = token::key_id(tok).unwrap();
-            let u = rt.block_on(cache.user(&kid)).unwrap().value.unwrap();
-            token::verify(tok, &u.key, &settings, &u.id, now).unwrap();
+            let parsed = token::parse(tok).unwrap();
+            let u = rt
+                .block_on(cache.user(parsed.kid()))
+                .unwrap()
+                .value
+                .unwrap();
+            token::verify(&parsed, &u.key, &settings, &u.id, now).unwrap();
             let m = snap.routes.find("GET", "/stream/abc").unwrap();
             let action = snap.action(&m.route.action).unwrap();
             let r = entities::resource(&m.route.resource_type, m.resource_id().unwrap(), &u.org);
             assert!(
                 snap.decide_as(
                     Some(&u.role),
-                    entities::user(&u.id, &u.role, &u.org),
+                    rolegate::proxy::Caller {
+                        kind: CredentialKind::UserToken,
+                        user_id: Some(u.id.clone()),
+                        org: Some(u.org.clone()),
+                        role: Some(u.role.clone()),
+                    }
+                    .entity(),
                     action,
                     r,
                     snap.context(&facts)

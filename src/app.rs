@@ -184,13 +184,22 @@ impl AppState {
     ) {
         let Some(shadow) = &self.shadow else { return };
         let snapshot = shadow.current();
-        let Some(action) = snapshot.action(&route.action) else {
+        if snapshot.action(&route.action).is_none() {
             self.metrics.shadow_disagreements.inc();
             tracing::warn!(action = %route.action, "shadow set lacks the route's action");
             return;
-        };
-        let resource = crate::policy::entities::resource(&route.resource_type, resource_id, org);
-        let candidate = snapshot.decide(caller.entity(), action, resource, snapshot.context(facts));
+        }
+        // Decided exactly as the live set is, with the shadow snapshot's own
+        // decision cache, so shadow mode does not double the evaluation cost.
+        let candidate = crate::proxy::decide_action(
+            &snapshot,
+            caller,
+            &route.action,
+            &route.resource_type,
+            resource_id,
+            org,
+            facts,
+        );
         if candidate.allowed != live.allowed {
             self.metrics.shadow_disagreements.inc();
             tracing::warn!(

@@ -121,7 +121,7 @@ impl RequestCtx {
         resource_type: &str,
         resource_id: &str,
         resource_org: &str,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<(), ApiError> {
         let facts = RequestFacts {
             method: self.route.method.as_str(),
             path: &self.path,
@@ -139,7 +139,7 @@ impl RequestCtx {
             &facts,
         );
         if outcome.allowed {
-            Ok(Outcome::clone(&outcome))
+            Ok(())
         } else {
             log_deny(
                 self.request_id(),
@@ -240,9 +240,9 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
     match cred {
         Credential::Anonymous => Ok(Caller::anonymous()),
         Credential::UserToken(t) => {
-            let kid = token::key_id(t)?;
+            let parsed = token::parse(t)?;
             let started = Instant::now();
-            let lookup = state.cache.user(&kid).await?;
+            let lookup = state.cache.user(parsed.kid()).await?;
             state
                 .metrics
                 .observe(Stage::Cache, started.elapsed().as_secs_f64());
@@ -254,7 +254,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             let user = lookup
                 .value
                 .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
-            token::verify(t, &user.key, &state.tokens, &user.id, unix_now())?;
+            token::verify(&parsed, &user.key, &state.tokens, &user.id, unix_now())?;
             Ok(Caller {
                 kind: CredentialKind::UserToken,
                 user_id: Some(user.id.clone()),
@@ -316,6 +316,7 @@ async fn resource_org(
 pub struct Authorized {
     pub caller: Caller,
     pub route: Arc<Route>,
+    /// Path parameters, for local handlers (empty for forwarded routes).
     pub params: Vec<(String, String)>,
     pub snapshot: Arc<PolicySnapshot>,
 }
@@ -350,11 +351,15 @@ pub async fn authorize(
         return Err(ApiError::Denied("no_route"));
     };
     let route = m.route.clone();
-    let params: Vec<(String, String)> = m
-        .params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    // Only local handlers read the parameters; forwarded routes skip the copies.
+    let params: Vec<(String, String)> = if route.is_upstream() {
+        Vec::new()
+    } else {
+        m.params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
 
     // Routes whose resource is named in the body are decided by their handler.
     if route.resource_id != ResourceId::Target {
@@ -499,14 +504,19 @@ async fn handle_inner(
 
     // Playback prefix: decided with the playback token's facts (see playback.rs).
     if let Some(prefix) = &state.settings.playback_prefix {
-        // rolegate's own routes (e.g. POST /playback/token) win over the prefix.
-        let own_route = state
-            .policies
-            .current()
-            .routes
-            .find(req.method().as_str(), &path)
-            .is_some();
-        if !own_route && (path == *prefix || path.starts_with(&format!("{prefix}/"))) {
+        let under_prefix = path
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        // rolegate's own routes (e.g. POST /playback/token) win over the
+        // prefix; only paths under it pay for that extra route lookup.
+        if under_prefix
+            && state
+                .policies
+                .current()
+                .routes
+                .find(req.method().as_str(), &path)
+                .is_none()
+        {
             return crate::handlers::guarded_playback(
                 state,
                 req,
@@ -629,5 +639,49 @@ mod tests {
             assert_eq!(uid.type_name().basename(), type_name, "{kind:?}");
             assert_eq!(uid.id().unescaped(), id, "{kind:?}");
         }
+    }
+
+    /// A repeated decision comes from the snapshot's cache (the very same
+    /// outcome), equals what evaluation says, and a reload starts empty.
+    #[test]
+    fn a_repeated_decision_is_answered_from_the_snapshot_cache() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let store = crate::policy::PolicyStore::open(crate::policy::PolicySource {
+            policies_dir: root.join("policies"),
+            schema_dir: root.join("schema"),
+        })
+        .unwrap();
+        let caller = Caller {
+            kind: CredentialKind::UserToken,
+            user_id: Some(Arc::from("u-1")),
+            org: Some(Arc::from("org-1")),
+            role: Some(Arc::from("nanoReadOnly")),
+        };
+        let facts = RequestFacts {
+            method: "GET",
+            path: "/stream/s1",
+            credential: CredentialKind::UserToken,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            tag_filter: false,
+        };
+        let decide = |snap: &PolicySnapshot, action: &str| {
+            decide_action(snap, &caller, action, "Stream", "s1", "org-1", &facts)
+        };
+        let snap = store.current();
+        let first = decide(&snap, "getStream");
+        let again = decide(&snap, "getStream");
+        assert!(first.allowed);
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "second decision was evaluated again"
+        );
+        // Another action is another key, with its own (denied) answer.
+        assert!(!decide(&snap, "deleteStream").allowed);
+        // A new snapshot (a reload) evaluates afresh and agrees.
+        store.reload().unwrap();
+        let fresh = decide(&store.current(), "getStream");
+        assert!(!Arc::ptr_eq(&first, &fresh));
+        assert_eq!(first.allowed, fresh.allowed);
+        assert_eq!(first.policies, fresh.policies);
     }
 }

@@ -14,16 +14,16 @@
 //! for the MAC, because the request path verifies with a key it keeps keyed:
 //! [`VerifyKey`] holds the HMAC state after the key block, built once per cache
 //! entry, so a request costs the MAC over the token and no key set-up; and the
-//! header is decoded into the three fields that matter instead of a full JOSE
-//! header (twice). The checks are the same: compact form, HS256 and our `typ`
+//! header is decoded once, into the three fields that matter, instead of a full
+//! JOSE header twice. The checks are the same: compact form, HS256 and our `typ`
 //! pinned, constant-time MAC comparison, strictly typed claims.
+
+use std::borrow::Cow;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -85,15 +85,21 @@ impl TokenError {
 }
 
 /// The claims of an API token. All are required; serde refuses other types.
+/// Strings are `Cow` so verification reads them borrowed from the decoded
+/// payload (no copy per request) and minting can own them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ApiClaims {
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
+pub struct ApiClaims<'a> {
+    #[serde(borrow)]
+    pub iss: Cow<'a, str>,
+    #[serde(borrow)]
+    pub aud: Cow<'a, str>,
+    #[serde(borrow)]
+    pub sub: Cow<'a, str>,
     pub exp: u64,
     pub nbf: u64,
     pub iat: u64,
-    pub jti: String,
+    #[serde(borrow)]
+    pub jti: Cow<'a, str>,
 }
 
 /// A user's verification key: HMAC-SHA256 keyed with their derived secret.
@@ -122,43 +128,52 @@ struct TokenHeader<'a> {
     kid: Option<Cow<'a, str>>,
 }
 
-/// The claims as `verify` reads them: the same fields and types as
-/// [`ApiClaims`], borrowed rather than copied.
-#[derive(Deserialize)]
-struct BorrowedClaims<'a> {
-    #[serde(borrow)]
-    iss: Cow<'a, str>,
-    #[serde(borrow)]
-    aud: Cow<'a, str>,
-    #[serde(borrow)]
-    sub: Cow<'a, str>,
-    exp: u64,
-    nbf: u64,
-    #[allow(dead_code)] // required (a token without it is refused), not checked
-    iat: u64,
-    #[serde(borrow)]
-    #[allow(dead_code)]
-    jti: Cow<'a, str>,
+/// An API token whose form and header have been checked (compact JWS, HS256,
+/// our `typ`, a plausible `kid`), but not yet its signature or claims. The
+/// request path parses once: the kid finds the key, then [`verify`] checks the
+/// rest with it.
+pub struct ApiToken<'t> {
+    header: &'t str,
+    payload: &'t str,
+    signature: &'t str,
+    kid: String,
 }
 
-/// Decode a token's header into `buf` and check it: HS256 and the API-token `typ`.
-fn header<'b>(encoded: &str, buf: &'b mut Vec<u8>) -> Result<TokenHeader<'b>, TokenError> {
-    B64.decode_vec(encoded, buf)
-        .map_err(|_| TokenError::Malformed)?;
-    let h: TokenHeader = serde_json::from_slice(buf).map_err(|_| TokenError::Malformed)?;
+impl ApiToken<'_> {
+    /// The key id (a user id), checked to be a plausible id so it never drives odd lookups.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// Split a token and check its header. Nothing in it is trusted yet.
+pub fn parse(token: &str) -> Result<ApiToken<'_>, TokenError> {
+    let mut it = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let bytes = B64.decode(header).map_err(|_| TokenError::Malformed)?;
+    let h: TokenHeader = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
     if h.alg != "HS256" || h.typ.as_deref() != Some(API_TOKEN_TYP) {
         return Err(TokenError::WrongType);
     }
-    Ok(h)
-}
-
-/// The three parts of a compact JWS: header, payload, signature.
-fn parts(token: &str) -> Result<(&str, &str, &str), TokenError> {
-    let mut it = token.split('.');
-    match (it.next(), it.next(), it.next(), it.next()) {
-        (Some(h), Some(p), Some(s), None) => Ok((h, p, s)),
-        _ => Err(TokenError::Malformed),
+    let kid = h.kid.ok_or(TokenError::BadKeyId)?;
+    if kid.is_empty()
+        || kid.len() > MAX_KID_LEN
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(TokenError::BadKeyId);
     }
+    Ok(ApiToken {
+        header,
+        payload,
+        signature,
+        kid: kid.into_owned(),
+    })
 }
 
 /// Derive a user's signing secret from the master secret and their tokenKey.
@@ -193,59 +208,40 @@ pub fn mint(
     header.typ = Some(API_TOKEN_TYP.to_owned());
     header.kid = Some(user_id.to_owned());
     let claims = ApiClaims {
-        iss: settings.issuer.clone(),
-        aud: settings.audience.clone(),
-        sub: user_id.to_owned(),
+        iss: Cow::Borrowed(&settings.issuer),
+        aud: Cow::Borrowed(&settings.audience),
+        sub: Cow::Borrowed(user_id),
         exp: now + settings.ttl_secs,
         nbf: now,
         iat: now,
-        jti: uuid::Uuid::new_v4().simple().to_string(),
+        jti: Cow::Owned(uuid::Uuid::new_v4().simple().to_string()),
     };
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
         .map_err(|_| TokenError::Signing)
 }
 
-/// Read the key id of an API token without trusting anything else in it.
-/// The kid is checked to be a plausible id so it never drives odd lookups.
-pub fn key_id(token: &str) -> Result<String, TokenError> {
-    let (h, _, _) = parts(token)?;
-    let mut buf = Vec::new();
-    let kid = header(h, &mut buf)?.kid.ok_or(TokenError::BadKeyId)?;
-    if kid.is_empty()
-        || kid.len() > MAX_KID_LEN
-        || !kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(TokenError::BadKeyId);
-    }
-    Ok(kid.into_owned())
-}
-
-/// Verify an API token whose key id named `user_id`, with that user's key.
+/// Verify a parsed API token whose key id named `user_id`, with that user's key.
 pub fn verify(
-    token: &str,
+    token: &ApiToken<'_>,
     key: &VerifyKey,
     settings: &TokenSettings,
     user_id: &str,
     now: u64,
 ) -> Result<(), TokenError> {
-    let (h, p, s) = parts(token)?;
-    // Checked again although `key_id` did: verification stands on its own.
-    let mut buf = Vec::new();
-    header(h, &mut buf)?;
-    let signature = B64.decode(s).map_err(|_| TokenError::Malformed)?;
+    let signature = B64
+        .decode(token.signature)
+        .map_err(|_| TokenError::Malformed)?;
     let mut mac = key.0.clone();
-    mac.update(h.as_bytes());
+    mac.update(token.header.as_bytes());
     mac.update(b".");
-    mac.update(p.as_bytes());
+    mac.update(token.payload.as_bytes());
     // Constant-time comparison; a wrong length fails the same way.
     mac.verify_slice(&signature)
         .map_err(|_| TokenError::BadSignature)?;
-    buf.clear();
-    B64.decode_vec(p, &mut buf)
+    let payload = B64
+        .decode(token.payload)
         .map_err(|_| TokenError::Malformed)?;
-    let c: BorrowedClaims = serde_json::from_slice(&buf).map_err(|_| TokenError::BadClaims)?;
+    let c: ApiClaims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
     if c.iss != settings.issuer {
         return Err(TokenError::WrongIssuer);
     }
@@ -283,27 +279,28 @@ mod tests {
         let secret = derive_secret(b"master-secret-master-secret-0123", "u1", &[7; 32]);
         let now = 1_700_000_000;
         let t = mint(&s, "u1", &secret, now).unwrap();
-        assert_eq!(key_id(&t).unwrap(), "u1");
+        let parsed = parse(&t).unwrap();
+        assert_eq!(parsed.kid(), "u1");
         let key = VerifyKey::new(&secret);
-        assert!(verify(&t, &key, &s, "u1", now).is_ok());
+        assert!(verify(&parsed, &key, &s, "u1", now).is_ok());
         // exp = now + 3600; accepted up to exp + leeway, refused one second later.
-        assert!(verify(&t, &key, &s, "u1", now + 3600 + 30).is_ok());
+        assert!(verify(&parsed, &key, &s, "u1", now + 3600 + 30).is_ok());
         assert_eq!(
-            verify(&t, &key, &s, "u1", now + 3600 + 31),
+            verify(&parsed, &key, &s, "u1", now + 3600 + 31),
             Err(TokenError::Expired)
         );
         // nbf = now; before it by more than the leeway is refused.
         assert_eq!(
-            verify(&t, &key, &s, "u1", now - 31),
+            verify(&parsed, &key, &s, "u1", now - 31),
             Err(TokenError::NotYetValid)
         );
         assert_eq!(
-            verify(&t, &key, &s, "u2", now),
+            verify(&parsed, &key, &s, "u2", now),
             Err(TokenError::WrongSubject)
         );
         let other = VerifyKey::new(&derive_secret(b"x", "u1", &[7; 32]));
         assert_eq!(
-            verify(&t, &other, &s, "u1", now),
+            verify(&parsed, &other, &s, "u1", now),
             Err(TokenError::BadSignature)
         );
     }

@@ -193,7 +193,7 @@ pub fn evaluate(snapshot: &PolicySnapshot, probe: &Probe) -> Result<Explanation,
         client_ip: CLIENT_IP,
         tag_filter: path::query_has_tag_filter(query),
     };
-    let outcome = (*decide_action(
+    let outcome = Outcome::clone(&decide_action(
         snapshot,
         &caller,
         &route.action,
@@ -201,8 +201,7 @@ pub fn evaluate(snapshot: &PolicySnapshot, probe: &Probe) -> Result<Explanation,
         &resource_id,
         &resource_org,
         &facts,
-    ))
-    .clone();
+    ));
     Ok(Explanation {
         resource: format!("{}::\"{}\"", route.resource_type, resource_id),
         route: Some(route),

@@ -14,14 +14,30 @@
 //! authorizer) is most of a proxied request's CPU; real traffic repeats the
 //! same caller on the same routes, so most decisions are seen before.
 //!
+//! Entity ids are abstracted. Cedar can only compare entity ids with each
+//! other (`==`, `in`, set membership) and use them to find an entity's
+//! attributes and parents; no expression turns an id into a string. So
+//! renaming ids one-to-one, keeping every id some policy names, changes no
+//! decision. The key therefore keeps an id verbatim only when a policy names
+//! it (or the id is also data: an `OrgResource`'s id is its `kind` string);
+//! any other id is recorded only as "equal to the earlier id number n of the
+//! same type" or "new". Two callers of one role and organisation shape asking
+//! for the same action share one cached decision, so a caller never seen
+//! before is answered without evaluation once a caller of the same shape was.
+//! Outcomes with evaluation errors are not cached (their messages name ids).
+//! Linked templates carry ids in their links; a snapshot with any keeps
+//! every id verbatim.
+//!
 //! If an entity ever gains an attribute built from something else, that input
 //! must join the key (see `key`).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use cedar_policy::PolicySet;
 use moka::sync::Cache;
 
-use super::entities::{ContextNeeds, RequestFacts};
+use super::entities::{self, ContextNeeds, RequestFacts};
 use super::Outcome;
 
 /// Decisions kept per snapshot. An entry is a few hundred bytes.
@@ -46,6 +62,51 @@ impl DecisionCache {
 
     pub fn insert(&self, key: Box<[u8]>, outcome: Arc<Outcome>) {
         self.entries.insert(key, outcome);
+    }
+}
+
+/// The entity ids a snapshot's policies name, by entity type: the ids a key
+/// must keep verbatim.
+#[derive(Debug, Default)]
+pub struct NamedIds {
+    /// Keep every id (a linked template is present).
+    all: bool,
+    by_type: HashMap<String, HashSet<String>>,
+}
+
+impl NamedIds {
+    /// Keep every id (keys abstract nothing).
+    pub fn all() -> NamedIds {
+        NamedIds {
+            all: true,
+            by_type: HashMap::new(),
+        }
+    }
+
+    pub fn of(policies: &PolicySet) -> NamedIds {
+        let mut named = NamedIds::default();
+        for p in policies.policies() {
+            if !p.is_static() {
+                named.all = true;
+            }
+            for uid in p.entity_literals() {
+                named
+                    .by_type
+                    .entry(uid.type_name().to_string())
+                    .or_default()
+                    .insert(uid.id().unescaped().to_owned());
+            }
+        }
+        named
+    }
+
+    fn keeps(&self, type_name: &str, id: &str) -> bool {
+        self.all
+            || entities::id_is_data(type_name)
+            || self
+                .by_type
+                .get(type_name)
+                .is_some_and(|ids| ids.contains(id))
     }
 }
 
@@ -78,18 +139,43 @@ fn optional(key: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-/// The cache key of a decision: every input, and of the context only what
-/// the snapshot's policies read (the rest cannot change the outcome).
-pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds) -> Box<[u8]> {
-    let mut k = Vec::with_capacity(160);
+/// The cache key of a decision: every input, with entity ids abstracted
+/// as the module explains, and of the context only what the snapshot's
+/// policies read (the rest cannot change the outcome).
+pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box<[u8]> {
+    let mut k = Vec::with_capacity(96);
     field(&mut k, i.action);
     field(&mut k, i.principal_type);
-    field(&mut k, i.principal_id);
+    // Roles are few and parents of the principal: always verbatim.
     optional(&mut k, i.role);
-    optional(&mut k, i.org);
     field(&mut k, i.resource_type);
-    field(&mut k, i.resource_id);
-    field(&mut k, i.resource_org);
+    // Every entity id of the decision with its type, in a fixed order.
+    let ids: [(&str, Option<&str>); 4] = [
+        (i.principal_type, Some(i.principal_id)),
+        (entities::ORGANISATION, i.org),
+        (i.resource_type, Some(i.resource_id)),
+        (entities::ORGANISATION, Some(i.resource_org)),
+    ];
+    for (n, &(type_name, id)) in ids.iter().enumerate() {
+        let Some(id) = id else {
+            k.push(0);
+            continue;
+        };
+        if named.keeps(type_name, id) {
+            k.push(1);
+            field(&mut k, id);
+        } else if let Some(same) = ids[..n]
+            .iter()
+            .position(|&(t, other)| t == type_name && other == Some(id))
+        {
+            // The same entity as an earlier slot (a user acting on
+            // themselves, caller and resource in one organisation).
+            k.push(2);
+            k.push(same as u8);
+        } else {
+            k.push(3);
+        }
+    }
     let f = i.facts;
     optional(&mut k, needs.method.then_some(f.method));
     optional(&mut k, needs.path.then_some(f.path));
@@ -151,12 +237,44 @@ mod tests {
     #[test]
     fn every_input_separates_keys() {
         let f = facts("/stream/s1");
-        let base = key(&inputs(&f, "u1", "nanoUser"), ContextNeeds::ALL);
-        assert_eq!(base, key(&inputs(&f, "u1", "nanoUser"), ContextNeeds::ALL));
-        assert_ne!(base, key(&inputs(&f, "u1", "nanoAdmin"), ContextNeeds::ALL));
-        assert_ne!(base, key(&inputs(&f, "u2", "nanoUser"), ContextNeeds::ALL));
+        let base = key(
+            &inputs(&f, "u1", "nanoUser"),
+            ContextNeeds::ALL,
+            &NamedIds::all(),
+        );
+        assert_eq!(
+            base,
+            key(
+                &inputs(&f, "u1", "nanoUser"),
+                ContextNeeds::ALL,
+                &NamedIds::all()
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &inputs(&f, "u1", "nanoAdmin"),
+                ContextNeeds::ALL,
+                &NamedIds::all()
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &inputs(&f, "u2", "nanoUser"),
+                ContextNeeds::ALL,
+                &NamedIds::all()
+            )
+        );
         let g = facts("/stream/s2");
-        assert_ne!(base, key(&inputs(&g, "u1", "nanoUser"), ContextNeeds::ALL));
+        assert_ne!(
+            base,
+            key(
+                &inputs(&g, "u1", "nanoUser"),
+                ContextNeeds::ALL,
+                &NamedIds::all()
+            )
+        );
         // Field boundaries cannot be shifted to forge another key.
         let mut a = inputs(&f, "u1", "nanoUser");
         a.resource_id = "s1x";
@@ -164,7 +282,10 @@ mod tests {
         let mut b = inputs(&f, "u1", "nanoUser");
         b.resource_id = "s1";
         b.resource_org = "xo";
-        assert_ne!(key(&a, ContextNeeds::ALL), key(&b, ContextNeeds::ALL));
+        assert_ne!(
+            key(&a, ContextNeeds::ALL, &NamedIds::all()),
+            key(&b, ContextNeeds::ALL, &NamedIds::all())
+        );
     }
 
     #[test]
@@ -179,14 +300,93 @@ mod tests {
         };
         let (f, g) = (facts("/stream/s1"), facts("/stream/s1?x"));
         assert_eq!(
-            key(&inputs(&f, "u1", "nanoUser"), needs),
-            key(&inputs(&g, "u1", "nanoUser"), needs)
+            key(&inputs(&f, "u1", "nanoUser"), needs, &NamedIds::all()),
+            key(&inputs(&g, "u1", "nanoUser"), needs, &NamedIds::all())
         );
         let mut h = facts("/stream/s1");
         h.tag_filter = true;
         assert_ne!(
-            key(&inputs(&f, "u1", "nanoUser"), needs),
-            key(&inputs(&h, "u1", "nanoUser"), needs)
+            key(&inputs(&f, "u1", "nanoUser"), needs, &NamedIds::all()),
+            key(&inputs(&h, "u1", "nanoUser"), needs, &NamedIds::all())
+        );
+    }
+
+    fn named(src: &str) -> NamedIds {
+        NamedIds::of(&src.parse::<PolicySet>().unwrap())
+    }
+
+    #[test]
+    fn ids_no_policy_names_are_abstracted_to_their_equalities() {
+        let ids = named(
+            r#"permit(principal == User::"vip", action, resource) when { resource.org == Organisation::"o-named" };"#,
+        );
+        let f = facts("/stream/s1");
+        let k = |id: &str, org: &str, res: &str, res_org: &str| {
+            let mut i = inputs(&f, id, "nanoUser");
+            i.org = Some(org);
+            i.resource_id = res;
+            i.resource_org = res_org;
+            key(&i, ContextNeeds::ALL, &ids)
+        };
+        // Unnamed users and streams of one shape share a key...
+        assert_eq!(k("u1", "o1", "s1", "o1"), k("u2", "o2", "s9", "o2"));
+        // ...but not when the equality between the organisations differs,
+        assert_ne!(k("u1", "o1", "s1", "o1"), k("u1", "o1", "s1", "o2"));
+        // nor when an id is one a policy names.
+        assert_ne!(k("u1", "o1", "s1", "o1"), k("vip", "o1", "s1", "o1"));
+        assert_ne!(
+            k("u1", "o1", "s1", "o1"),
+            k("u1", "o-named", "s1", "o-named")
+        );
+        assert_eq!(
+            k("u1", "o-named", "s1", "o1"),
+            k("u2", "o-named", "s2", "o2")
+        );
+        // A user acting on themselves is another shape than on someone else.
+        let on_user = |caller: &str, target: &str| {
+            let mut i = inputs(&f, caller, "nanoUser");
+            i.resource_type = "User";
+            i.resource_id = target;
+            key(&i, ContextNeeds::ALL, &ids)
+        };
+        assert_eq!(on_user("u1", "u1"), on_user("u2", "u2"));
+        assert_ne!(on_user("u1", "u1"), on_user("u1", "u2"));
+    }
+
+    #[test]
+    fn ids_that_are_data_or_in_linked_templates_stay_verbatim() {
+        let ids = named(r#"permit(principal, action, resource);"#);
+        let f = facts("/x");
+        let org_resource = |kind: &'static str| {
+            let mut i = inputs(&f, "u1", "nanoUser");
+            i.resource_type = "OrgResource";
+            i.resource_id = kind;
+            key(&i, ContextNeeds::ALL, &ids)
+        };
+        assert_ne!(org_resource("webhook"), org_resource("apikey"));
+
+        let mut set = PolicySet::new();
+        set.add_template(
+            cedar_policy::Template::parse(
+                Some(cedar_policy::PolicyId::new("t")),
+                r#"permit(principal == ?principal, action, resource);"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        set.link(
+            cedar_policy::PolicyId::new("t"),
+            cedar_policy::PolicyId::new("t-1"),
+            std::collections::HashMap::from([(
+                cedar_policy::SlotId::principal(),
+                r#"User::"u7""#.parse().unwrap(),
+            )]),
+        )
+        .unwrap();
+        let linked = NamedIds::of(&set);
+        assert_ne!(
+            key(&inputs(&f, "u1", "nanoUser"), ContextNeeds::ALL, &linked),
+            key(&inputs(&f, "u2", "nanoUser"), ContextNeeds::ALL, &linked)
         );
     }
 }

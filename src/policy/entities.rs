@@ -58,10 +58,22 @@ fn unreachable_type() -> EntityTypeName {
     std::process::abort()
 }
 
+/// The entity type of organisations (the `org` attribute of principals and resources).
+pub const ORGANISATION: &str = "Organisation";
+
+/// Resources of this type carry their id as data too (the `kind` attribute).
+const ID_AS_KIND: &str = "OrgResource";
+
+/// Whether an entity of `type_name` carries its id as attribute data, where a
+/// policy can read it as a string (decision keys must then keep it verbatim).
+pub fn id_is_data(type_name: &str) -> bool {
+    type_name == ID_AS_KIND
+}
+
 fn org_attr(org: &str) -> (String, RestrictedExpression) {
     (
         "org".to_owned(),
-        RestrictedExpression::new_entity_uid(uid("Organisation", org)),
+        RestrictedExpression::new_entity_uid(uid(ORGANISATION, org)),
     )
 }
 
@@ -118,7 +130,7 @@ pub fn resource(type_name: &str, id: &str, org: &str) -> Entity {
     let mut attrs = HashMap::new();
     match type_name {
         "Service" => {}
-        "OrgResource" => {
+        ID_AS_KIND => {
             attrs.insert(org_attr(org).0, org_attr(org).1);
             attrs.insert(
                 "kind".to_owned(),

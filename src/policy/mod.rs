@@ -55,6 +55,8 @@ pub struct PolicySnapshot {
     pub loaded_at: OffsetDateTime,
     /// The context attributes these policies read (the rest are not built).
     pub context_needs: entities::ContextNeeds,
+    /// The entity ids these policies name (decision keys keep only those).
+    pub named_ids: decisions::NamedIds,
     /// Route decisions made with this snapshot (see [`decisions`]).
     pub decisions: decisions::DecisionCache,
     actions: HashMap<String, EntityUid>,
@@ -88,6 +90,7 @@ impl PolicySnapshot {
         let slices = slices::build(&policies, &action_entities, roles.keys());
         PolicySnapshot {
             context_needs: entities::ContextNeeds::of(&policies),
+            named_ids: decisions::NamedIds::of(&policies),
             decisions: Default::default(),
             slices,
             policies,

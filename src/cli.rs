@@ -148,10 +148,19 @@ fn settings(cli: &Cli, need_upstream: bool) -> Result<Settings, ExitCode> {
 }
 
 fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads {
-        b.worker_threads(n);
-    }
+    // One worker thread means the current-thread scheduler: every task runs
+    // on the thread that started the runtime, with no work-stealing queues
+    // and no cross-thread wake-ups (the multi-threaded scheduler with one
+    // worker still hands tasks between the main thread and its worker).
+    let mut b = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build().map_err(|e| {
         eprintln!("rolegate: cannot start the runtime: {e}");
         ExitCode::FAILURE

@@ -12,13 +12,13 @@
 //! so a flood of made-up `kid`s does not become a flood of store queries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use moka::sync::Cache;
 
 use crate::store::{key_hash, SharedStore, StoreError, User};
-use crate::token::{derive_secret, VerifyKey};
+use crate::token::{derive_secret, VerifiedToken, VerifyKey};
 
 /// What the request path knows about a user.
 pub struct CachedUser {
@@ -26,6 +26,9 @@ pub struct CachedUser {
     pub org: Arc<str>,
     pub role: Arc<str>,
     pub key: VerifyKey,
+    /// The first token that verified with `key` (see [`VerifiedToken`]); a
+    /// few hundred bytes per cached user who has made a request.
+    pub verified: OnceLock<VerifiedToken>,
 }
 
 /// What the request path knows about an organisation key.
@@ -125,6 +128,7 @@ impl PrincipalCache {
             org: Arc::from(u.org_id.as_str()),
             role: Arc::from(u.role.as_str()),
             key: VerifyKey::new(&secret),
+            verified: OnceLock::new(),
         })
     }
 

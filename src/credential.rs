@@ -5,6 +5,7 @@
 //! Two different credentials, or one header sent twice, is refused: there is no
 //! "first one wins" for an attacker to exploit.
 
+use http::header::{HeaderName, AUTHORIZATION};
 use http::HeaderMap;
 
 pub const TOKEN_HEADER: &str = "x-bintu-token";
@@ -79,17 +80,24 @@ impl CredentialError {
     }
 }
 
+// As `HeaderName`s: a lookup by `&str` parses and validates the name first,
+// four times per request.
+static TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
+static AUTHORIZATION_NAME: HeaderName = AUTHORIZATION;
+static API_KEY_NAME: HeaderName = HeaderName::from_static(API_KEY_HEADER);
+static PLAYER_KEY_NAME: HeaderName = HeaderName::from_static(PLAYER_KEY_HEADER);
+
 /// The single value of a header, refusing repeats.
 fn single<'a>(
     headers: &'a HeaderMap,
-    name: &'static str,
+    name: &'static HeaderName,
 ) -> Result<Option<&'a str>, CredentialError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(CredentialError::Duplicate(name));
+        return Err(CredentialError::Duplicate(name.as_str()));
     }
     let s = first
         .to_str()
@@ -106,8 +114,8 @@ fn single<'a>(
 
 /// Extract the one credential of a request.
 pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, CredentialError> {
-    let token = single(headers, TOKEN_HEADER)?;
-    let bearer = match single(headers, "authorization")? {
+    let token = single(headers, &TOKEN_NAME)?;
+    let bearer = match single(headers, &AUTHORIZATION_NAME)? {
         None => None,
         Some(v) => {
             let (scheme, rest) = v
@@ -123,8 +131,8 @@ pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, CredentialError> {
             Some(rest)
         }
     };
-    let api_key = single(headers, API_KEY_HEADER)?;
-    let player_key = single(headers, PLAYER_KEY_HEADER)?;
+    let api_key = single(headers, &API_KEY_NAME)?;
+    let player_key = single(headers, &PLAYER_KEY_NAME)?;
 
     let present = [token, bearer, api_key, player_key]
         .iter()

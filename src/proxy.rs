@@ -259,7 +259,14 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             let user = lookup
                 .value
                 .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
-            token::verify(&parsed, &user.key, &state.tokens, &user.id, unix_now())?;
+            let now = unix_now();
+            match user.verified.get().and_then(|memo| memo.window_of(t)) {
+                Some(window) => window.check_time(&state.tokens, now)?,
+                None => {
+                    let window = token::verify(&parsed, &user.key, &state.tokens, &user.id, now)?;
+                    let _ = user.verified.set(token::VerifiedToken::new(t, window));
+                }
+            }
             Ok(Caller {
                 kind: CredentialKind::UserToken,
                 user_id: Some(user.id.clone()),

@@ -220,6 +220,56 @@ pub fn mint(
         .map_err(|_| TokenError::Signing)
 }
 
+/// The validity window of a token whose signature and claims verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub exp: u64,
+    pub nbf: u64,
+}
+
+impl Verified {
+    /// Whether the window holds at `now`, with the settings' leeway.
+    pub fn check_time(&self, settings: &TokenSettings, now: u64) -> Result<(), TokenError> {
+        if now > self.exp.saturating_add(settings.leeway_secs) {
+            return Err(TokenError::Expired);
+        }
+        if self.nbf > now.saturating_add(settings.leeway_secs) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+}
+
+/// A token that verified with one user's key, remembered beside that key
+/// (one per cache entry). A client sends the same token on every request;
+/// recognising it — the whole token compared in constant time — leaves only
+/// the clock to check, and skips decoding the payload, parsing the claims and
+/// the MAC. The entry, and so this memo, is replaced whenever the user's
+/// tokenKey or role changes, so it never outlives the key it verified with.
+pub struct VerifiedToken {
+    token: Box<str>,
+    window: Verified,
+}
+
+impl VerifiedToken {
+    pub fn new(token: &str, window: Verified) -> Self {
+        VerifiedToken {
+            token: token.into(),
+            window,
+        }
+    }
+
+    /// The window of `token` if it is exactly the remembered one.
+    pub fn window_of(&self, token: &str) -> Option<Verified> {
+        use subtle::ConstantTimeEq;
+        // Lengths are public (the token is on the wire); the bytes are
+        // compared without an early exit, so timing tells nothing of them.
+        let same = self.token.len() == token.len()
+            && bool::from(self.token.as_bytes().ct_eq(token.as_bytes()));
+        same.then_some(self.window)
+    }
+}
+
 /// Verify a parsed API token whose key id named `user_id`, with that user's key.
 pub fn verify(
     token: &ApiToken<'_>,
@@ -227,7 +277,7 @@ pub fn verify(
     settings: &TokenSettings,
     user_id: &str,
     now: u64,
-) -> Result<(), TokenError> {
+) -> Result<Verified, TokenError> {
     let signature = B64
         .decode(token.signature)
         .map_err(|_| TokenError::Malformed)?;
@@ -251,13 +301,12 @@ pub fn verify(
     if c.sub != user_id {
         return Err(TokenError::WrongSubject);
     }
-    if now > c.exp.saturating_add(settings.leeway_secs) {
-        return Err(TokenError::Expired);
-    }
-    if c.nbf > now.saturating_add(settings.leeway_secs) {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(())
+    let window = Verified {
+        exp: c.exp,
+        nbf: c.nbf,
+    };
+    window.check_time(settings, now)?;
+    Ok(window)
 }
 
 #[cfg(test)]
@@ -315,6 +364,33 @@ mod tests {
         assert_ne!(
             derive_secret(b"m", "u1", b"2k"),
             derive_secret(b"m", "u12", b"k")
+        );
+    }
+
+    #[test]
+    fn a_remembered_token_is_recognised_only_exactly() {
+        let s = settings();
+        let secret = derive_secret(b"master-secret-master-secret-0123", "u1", &[7; 32]);
+        let now = 1_700_000_000;
+        let t = mint(&s, "u1", &secret, now).unwrap();
+        let window = verify(&parse(&t).unwrap(), &VerifyKey::new(&secret), &s, "u1", now).unwrap();
+        assert_eq!(window.exp, now + 3600);
+        let memo = VerifiedToken::new(&t, window);
+        assert_eq!(memo.window_of(&t), Some(window));
+        // One character changed anywhere, or a prefix, is another token.
+        let mut other = t.clone().into_bytes();
+        let last = other.len() - 1;
+        other[last] = if other[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(memo.window_of(std::str::from_utf8(&other).unwrap()), None);
+        assert_eq!(memo.window_of(&t[..t.len() - 1]), None);
+        // The clock is still checked on a recognised token.
+        assert_eq!(
+            window.check_time(&s, now + 3600 + 31),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            window.check_time(&s, now - 31),
+            Err(TokenError::NotYetValid)
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The decision path, piece by piece, with the shipped policies:
-//! credential parse, token verification, cache hit, route match, Cedar decision,
-//! and all of them together; and the Cedar decision again with 100 custom roles
+//! credential parse, token verification (and recognising a remembered token),
+//! cache hit, route match, Cedar decision (evaluated, cached, and for a caller
+//! never seen before), and all of them together; and the Cedar decision again with 100 custom roles
 //! loaded beside the shipped ones (how cost grows with the policy count).
 //! Run: `cargo bench --bench decision`.
 
@@ -119,6 +120,19 @@ fn bench(c: &mut Criterion) {
             token::verify(&parsed, &key, &settings, parsed.kid(), now).unwrap()
         })
     });
+    // The request path's usual case: the token the cache entry remembers.
+    let window = token::verify(&token::parse(&t).unwrap(), &key, &settings, &user.id, now).unwrap();
+    let memo = token::VerifiedToken::new(&t, window);
+    c.bench_function("token_recognised", |b| {
+        b.iter(|| {
+            let parsed = token::parse(black_box(&t)).unwrap();
+            black_box(parsed.kid());
+            memo.window_of(black_box(&t))
+                .unwrap()
+                .check_time(&settings, now)
+                .unwrap()
+        })
+    });
     c.bench_function("cache_hit", |b| {
         b.iter(|| rt.block_on(cache.user(black_box(&user.id))).unwrap())
     });
@@ -177,6 +191,43 @@ fn bench(c: &mut Criterion) {
     };
     assert!(decide(&snap));
     c.bench_function("decision_cached", |b| b.iter(|| decide(black_box(&snap))));
+    // A caller never seen before: 100,000 distinct users, each in their own
+    // organisation, each asking for their own stream, decided through the
+    // proxy's `decide_action`. Ids no policy names are abstracted in the
+    // decision key, so after the first caller of this shape, every new one is
+    // answered from the cache instead of evaluating Cedar.
+    let strangers: Vec<(rolegate::proxy::Caller, String, String)> = (0..100_000)
+        .map(|i| {
+            let org = format!("org-{i:06}");
+            (
+                rolegate::proxy::Caller {
+                    kind: CredentialKind::UserToken,
+                    user_id: Some(Arc::from(format!("user-{i:06}").as_str())),
+                    org: Some(Arc::from(org.as_str())),
+                    role: Some(Arc::from("nanoUser")),
+                },
+                format!("stream-{i:06}"),
+                org,
+            )
+        })
+        .collect();
+    let mut next = 0usize;
+    c.bench_function("decision_new_caller", |b| {
+        b.iter(|| {
+            let (caller, stream, org) = &strangers[next % strangers.len()];
+            next += 1;
+            rolegate::proxy::decide_action(
+                &snap,
+                caller,
+                "getStream",
+                "Stream",
+                stream,
+                org,
+                &facts,
+            )
+            .allowed
+        })
+    });
     // The same decision with 100 custom roles loaded (104 more policies).
     let custom_action = custom.action("getStream").unwrap().clone();
     c.bench_function("cedar_decision_100_custom_roles", |b| {

@@ -810,9 +810,12 @@ async fn sigterm_drains_a_slow_response_whole_and_exits_zero() {
         .trim()
         .to_owned();
 
+    // One worker thread: the current-thread scheduler (cli.rs), which the
+    // in-process tests do not start through the binary.
     let mut child = Command::new(bin)
         .args(["--config", &cfg, "serve"])
         .env("ROLEGATE_LOG_FORMAT", "text")
+        .env("ROLEGATE_WORKER_THREADS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -136,15 +136,22 @@ pub struct ApiToken<'t> {
     header: &'t str,
     payload: &'t str,
     signature: &'t str,
-    kid: String,
+    /// The key id, checked to be 1..=MAX_KID_LEN ASCII characters, kept
+    /// inline: parsing runs on every request and allocates nothing.
+    kid: [u8; MAX_KID_LEN],
+    kid_len: usize,
 }
 
 impl ApiToken<'_> {
     /// The key id (a user id), checked to be a plausible id so it never drives odd lookups.
     pub fn kid(&self) -> &str {
-        &self.kid
+        // Checked to be ASCII when parsed; the fallback is never taken.
+        std::str::from_utf8(&self.kid[..self.kid_len]).unwrap_or("")
     }
 }
+
+/// Largest decoded token header accepted (ours is under 100 bytes).
+const MAX_HEADER_BYTES: usize = 512;
 
 /// Split a token and check its header. Nothing in it is trusted yet.
 pub fn parse(token: &str) -> Result<ApiToken<'_>, TokenError> {
@@ -154,8 +161,11 @@ pub fn parse(token: &str) -> Result<ApiToken<'_>, TokenError> {
     else {
         return Err(TokenError::Malformed);
     };
-    let bytes = B64.decode(header).map_err(|_| TokenError::Malformed)?;
-    let h: TokenHeader = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    let mut bytes = [0u8; MAX_HEADER_BYTES];
+    let n = B64
+        .decode_slice(header, &mut bytes)
+        .map_err(|_| TokenError::Malformed)?;
+    let h: TokenHeader = serde_json::from_slice(&bytes[..n]).map_err(|_| TokenError::Malformed)?;
     if h.alg != "HS256" || h.typ.as_deref() != Some(API_TOKEN_TYP) {
         return Err(TokenError::WrongType);
     }
@@ -168,11 +178,14 @@ pub fn parse(token: &str) -> Result<ApiToken<'_>, TokenError> {
     {
         return Err(TokenError::BadKeyId);
     }
+    let mut inline = [0u8; MAX_KID_LEN];
+    inline[..kid.len()].copy_from_slice(kid.as_bytes());
     Ok(ApiToken {
         header,
         payload,
         signature,
-        kid: kid.into_owned(),
+        kid: inline,
+        kid_len: kid.len(),
     })
 }
 
@@ -399,5 +412,31 @@ mod tests {
             window.check_time(&s, now - 31),
             Err(TokenError::NotYetValid)
         );
+    }
+
+    #[test]
+    fn headers_are_bounded_and_kids_checked_without_allocation() {
+        let token = |header: &str| format!("{}.e30.sig", B64.encode(header));
+        let kid = |k: &str| {
+            parse(&token(&format!(
+                r#"{{"alg":"HS256","typ":"{API_TOKEN_TYP}","kid":"{k}"}}"#
+            )))
+            .map(|t| t.kid().to_owned())
+        };
+        let longest = "k".repeat(MAX_KID_LEN);
+        assert_eq!(kid(&longest), Ok(longest.clone()));
+        assert_eq!(kid(&format!("{longest}k")), Err(TokenError::BadKeyId));
+        assert_eq!(kid("a/b"), Err(TokenError::BadKeyId));
+        assert_eq!(kid(""), Err(TokenError::BadKeyId));
+        // Escapes are decoded before the check: `\u0075\u0031` is "u1",
+        // an escaped backslash is still a backslash.
+        assert_eq!(kid(r"\u0075\u0031"), Ok("u1".to_owned()));
+        assert_eq!(kid(r"u\\1"), Err(TokenError::BadKeyId));
+        // A header larger than any real one is malformed, whatever it holds.
+        let padded = format!(
+            r#"{{"alg":"HS256","typ":"{API_TOKEN_TYP}","kid":"u1","x":"{}"}}"#,
+            "x".repeat(MAX_HEADER_BYTES)
+        );
+        assert_eq!(parse(&token(&padded)).err(), Some(TokenError::Malformed));
     }
 }

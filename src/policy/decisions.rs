@@ -149,9 +149,12 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
     // Roles are few and parents of the principal: always verbatim.
     optional(&mut k, i.role);
     field(&mut k, i.resource_type);
-    // Every entity id of the decision with its type, in a fixed order.
-    let ids: [(&str, Option<&str>); 4] = [
+    // Every entity id of the decision with its type, in a fixed order. The
+    // role is among them (already verbatim above) so that a resource which
+    // is the caller's own role is told apart from another role.
+    let ids: [(&str, Option<&str>); 5] = [
         (i.principal_type, Some(i.principal_id)),
+        (entities::ROLE, i.role),
         (entities::ORGANISATION, i.org),
         (i.resource_type, Some(i.resource_id)),
         (entities::ORGANISATION, Some(i.resource_org)),
@@ -161,7 +164,9 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
             k.push(0);
             continue;
         };
-        if named.keeps(type_name, id) {
+        if n == 1 {
+            k.push(4);
+        } else if named.keeps(type_name, id) {
             k.push(1);
             field(&mut k, id);
         } else if let Some(same) = ids[..n]
@@ -388,5 +393,19 @@ mod tests {
             key(&inputs(&f, "u1", "nanoUser"), ContextNeeds::ALL, &linked),
             key(&inputs(&f, "u2", "nanoUser"), ContextNeeds::ALL, &linked)
         );
+    }
+
+    #[test]
+    fn a_resource_that_is_the_callers_own_role_is_its_own_shape() {
+        let ids = named(r#"permit(principal, action, resource);"#);
+        let f = facts("/x");
+        let on_role = |role: &'static str, target: &'static str| {
+            let mut i = inputs(&f, "u1", role);
+            i.resource_type = "Role";
+            i.resource_id = target;
+            key(&i, ContextNeeds::ALL, &ids)
+        };
+        assert_ne!(on_role("custom", "custom"), on_role("custom", "other"));
+        assert_eq!(on_role("custom", "other"), on_role("custom", "third"));
     }
 }

@@ -60,6 +60,8 @@ fn unreachable_type() -> EntityTypeName {
 
 /// The entity type of organisations (the `org` attribute of principals and resources).
 pub const ORGANISATION: &str = "Organisation";
+/// The entity type of roles (the parent of users and API keys).
+pub const ROLE: &str = "Role";
 
 /// Resources of this type carry their id as data too (the `kind` attribute).
 const ID_AS_KIND: &str = "OrgResource";
@@ -92,7 +94,7 @@ pub fn user(id: &str, role: &str, org: &str) -> Entity {
     entity(
         uid("User", id),
         HashMap::from([org_attr(org)]),
-        HashSet::from([uid("Role", role)]),
+        HashSet::from([uid(ROLE, role)]),
     )
 }
 
@@ -101,7 +103,7 @@ pub fn api_key(org: &str) -> Entity {
     entity(
         uid("ApiKey", org),
         HashMap::from([org_attr(org)]),
-        HashSet::from([uid("Role", crate::store::ADMIN_ROLE)]),
+        HashSet::from([uid(ROLE, crate::store::ADMIN_ROLE)]),
     )
 }
 

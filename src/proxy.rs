@@ -664,12 +664,7 @@ mod tests {
     /// outcome), equals what evaluation says, and a reload starts empty.
     #[test]
     fn a_repeated_decision_is_answered_from_the_snapshot_cache() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let store = crate::policy::PolicyStore::open(crate::policy::PolicySource {
-            policies_dir: root.join("policies"),
-            schema_dir: root.join("schema"),
-        })
-        .unwrap();
+        let store = crate::policy::shipped();
         let caller = Caller {
             kind: CredentialKind::UserToken,
             user_id: Some(Arc::from("u-1")),

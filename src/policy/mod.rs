@@ -236,6 +236,19 @@ impl PolicySnapshot {
     }
 }
 
+/// The shipped policies and schema of this repository, for unit tests.
+#[cfg(test)]
+pub(crate) fn shipped() -> PolicyStore {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match PolicyStore::open(PolicySource {
+        policies_dir: root.join("policies"),
+        schema_dir: root.join("schema"),
+    }) {
+        Ok(store) => store,
+        Err(e) => panic!("the shipped policies do not load: {e}"),
+    }
+}
+
 /// The live snapshot, swapped atomically on reload.
 pub struct PolicyStore {
     current: ArcSwap<PolicySnapshot>,

@@ -129,6 +129,11 @@ fn num<T: FromStr>(flag: &str, v: &str) -> Result<T> {
         .map_err(|_| anyhow::anyhow!("{flag}: not a valid number: {v:?}"))
 }
 
+/// When request `i` of a schedule at `rate` per second starting at `start` is due.
+fn due_at(start: Instant, rate: f64, i: usize) -> Instant {
+    start + Duration::from_secs_f64(i as f64 / rate)
+}
+
 /// Everything a request needs, prepared before the clock starts.
 struct Plan {
     addr: SocketAddr,
@@ -158,7 +163,7 @@ impl Plan {
     }
 
     fn due(&self, start: Instant, i: usize) -> Instant {
-        start + Duration::from_secs_f64(i as f64 / self.rate)
+        due_at(start, self.rate, i)
     }
 }
 
@@ -346,7 +351,7 @@ async fn run(plan: Plan) -> Result<(Tally, Duration)> {
             .name("pacer".into())
             .spawn(move || {
                 for i in 0..total {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    let due = due_at(start, rate, i);
                     let now = Instant::now();
                     if due > now {
                         std::thread::sleep(due - now);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use moka::sync::Cache;
 
 use crate::store::{key_hash, SharedStore, StoreError, User};
-use crate::token::{derive_secret, VerifiedToken, VerifyKey};
+use crate::token::{derive_secret, ApiToken, TokenError, TokenSettings, VerifiedToken, VerifyKey};
 
 /// What the request path knows about a user.
 pub struct CachedUser {
@@ -28,7 +28,32 @@ pub struct CachedUser {
     pub key: VerifyKey,
     /// The first token that verified with `key` (see [`VerifiedToken`]); a
     /// few hundred bytes per cached user who has made a request.
-    pub verified: OnceLock<VerifiedToken>,
+    verified: OnceLock<VerifiedToken>,
+}
+
+impl CachedUser {
+    /// Check an API token whose `kid` named this user: the remembered token
+    /// needs only its clock checked; any other is verified in full (MAC,
+    /// claims, clock) and, if it is the first to pass, remembered.
+    pub fn verify(
+        &self,
+        token: &ApiToken<'_>,
+        settings: &TokenSettings,
+        now: u64,
+    ) -> Result<(), TokenError> {
+        if let Some(window) = self
+            .verified
+            .get()
+            .and_then(|memo| memo.window_of(token.as_str()))
+        {
+            return window.check_time(settings, now);
+        }
+        let window = crate::token::verify(token, &self.key, settings, &self.id, now)?;
+        let _ = self
+            .verified
+            .set(VerifiedToken::new(token.as_str(), window));
+        Ok(())
+    }
 }
 
 /// What the request path knows about an organisation key.
@@ -260,5 +285,53 @@ impl<K, T> moka::Expiry<K, Option<T>> for NegativeExpiry {
         } else {
             self.negative
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::fixtures::{secret, settings, token};
+    use crate::token::parse;
+
+    /// The remembered token skips the MAC but never the clock, and any other
+    /// token, remembered or not, is verified in full.
+    #[test]
+    fn a_cached_user_checks_the_remembered_token_by_its_clock_and_others_in_full() {
+        let settings = settings();
+        let user = CachedUser {
+            id: Arc::from("u1"),
+            org: Arc::from("o1"),
+            role: Arc::from("nanoUser"),
+            key: VerifyKey::new(&secret()),
+            verified: OnceLock::new(),
+        };
+        let now = 1_700_000_000;
+        let first = token(now);
+        assert_eq!(user.verify(&parse(&first).unwrap(), &settings, now), Ok(()));
+        assert!(
+            user.verified.get().is_some(),
+            "the first token is not remembered"
+        );
+        // Remembered, but expired: refused.
+        assert_eq!(
+            user.verify(&parse(&first).unwrap(), &settings, now + 3600 + 31),
+            Err(TokenError::Expired)
+        );
+        // A second valid token is verified in full and accepted; a forgery of
+        // the same length (another signature) is refused.
+        let second = token(now + 1);
+        assert_ne!(first, second);
+        assert_eq!(
+            user.verify(&parse(&second).unwrap(), &settings, now + 1),
+            Ok(())
+        );
+        let (signed, _) = first.rsplit_once('.').unwrap();
+        let (_, other_sig) = second.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{other_sig}");
+        assert_eq!(
+            user.verify(&parse(&forged).unwrap(), &settings, now),
+            Err(TokenError::BadSignature)
+        );
     }
 }

@@ -259,14 +259,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             let user = lookup
                 .value
                 .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
-            let now = unix_now();
-            match user.verified.get().and_then(|memo| memo.window_of(t)) {
-                Some(window) => window.check_time(&state.tokens, now)?,
-                None => {
-                    let window = token::verify(&parsed, &user.key, &state.tokens, &user.id, now)?;
-                    let _ = user.verified.set(token::VerifiedToken::new(t, window));
-                }
-            }
+            user.verify(&parsed, &state.tokens, unix_now())?;
             Ok(Caller {
                 kind: CredentialKind::UserToken,
                 user_id: Some(user.id.clone()),
@@ -635,6 +628,27 @@ pub(crate) async fn forward_as(
 mod tests {
     use super::*;
 
+    /// The facts of a GET with a user token from loopback.
+    fn get_facts(path: &str) -> RequestFacts<'_> {
+        RequestFacts {
+            method: "GET",
+            path,
+            credential: CredentialKind::UserToken,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            tag_filter: false,
+        }
+    }
+
+    /// A caller with a user token.
+    fn user_caller(id: &str, org: &str, role: &str) -> Caller {
+        Caller {
+            kind: CredentialKind::UserToken,
+            user_id: Some(Arc::from(id)),
+            org: Some(Arc::from(org)),
+            role: Some(Arc::from(role)),
+        }
+    }
+
     /// The decision cache keys a decision by `principal_key`, and Cedar sees
     /// `entity()`: they must name the same principal, or two callers could
     /// share a cached decision.
@@ -665,19 +679,8 @@ mod tests {
     #[test]
     fn a_repeated_decision_is_answered_from_the_snapshot_cache() {
         let store = crate::policy::shipped();
-        let caller = Caller {
-            kind: CredentialKind::UserToken,
-            user_id: Some(Arc::from("u-1")),
-            org: Some(Arc::from("org-1")),
-            role: Some(Arc::from("nanoReadOnly")),
-        };
-        let facts = RequestFacts {
-            method: "GET",
-            path: "/stream/s1",
-            credential: CredentialKind::UserToken,
-            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            tag_filter: false,
-        };
+        let caller = user_caller("u-1", "org-1", "nanoReadOnly");
+        let facts = get_facts("/stream/s1");
         let decide = |snap: &PolicySnapshot, action: &str| {
             decide_action(snap, &caller, action, "Stream", "s1", "org-1", &facts)
         };
@@ -744,12 +747,7 @@ when { principal == resource };
         for user in users {
             for role in ["nanoAdmin", "nanoUser", "nanoReadOnly"] {
                 for org in orgs {
-                    callers.push(Caller {
-                        kind: CredentialKind::UserToken,
-                        user_id: Some(Arc::from(user)),
-                        org: Some(Arc::from(org)),
-                        role: Some(Arc::from(role)),
-                    });
+                    callers.push(user_caller(user, org, role));
                 }
             }
         }
@@ -778,13 +776,7 @@ when { principal == resource };
             targets.push(("getOrganisation", "OrgResource", "organisation", org));
             targets.push(("getPlayerKey", "OrgResource", "playerkey", org));
         }
-        let facts = RequestFacts {
-            method: "GET",
-            path: "/x",
-            credential: CredentialKind::UserToken,
-            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            tag_filter: false,
-        };
+        let facts = get_facts("/x");
         let mut grid = Vec::new();
         for c in &callers {
             for t in &targets {
@@ -832,12 +824,7 @@ when { principal == resource };
 
         // Unnamed callers of one shape share one cached outcome; a named one does not.
         let snap = store.current();
-        let member = |user: &str, org: &str| Caller {
-            kind: CredentialKind::UserToken,
-            user_id: Some(Arc::from(user)),
-            org: Some(Arc::from(org)),
-            role: Some(Arc::from("nanoUser")),
-        };
+        let member = |user: &str, org: &str| user_caller(user, org, "nanoUser");
         let first = decide_action(
             &snap,
             &member("u1", "org-a"),

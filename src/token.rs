@@ -133,6 +133,8 @@ struct TokenHeader<'a> {
 /// request path parses once: the kid finds the key, then [`verify`] checks the
 /// rest with it.
 pub struct ApiToken<'t> {
+    /// The whole token, as presented.
+    raw: &'t str,
     header: &'t str,
     payload: &'t str,
     signature: &'t str,
@@ -147,6 +149,11 @@ impl ApiToken<'_> {
     pub fn kid(&self) -> &str {
         // Checked to be ASCII when parsed; the fallback is never taken.
         std::str::from_utf8(&self.kid[..self.kid_len]).unwrap_or("")
+    }
+
+    /// The whole token, as presented.
+    pub fn as_str(&self) -> &str {
+        self.raw
     }
 }
 
@@ -181,6 +188,7 @@ pub fn parse(token: &str) -> Result<ApiToken<'_>, TokenError> {
     let mut inline = [0u8; MAX_KID_LEN];
     inline[..kid.len()].copy_from_slice(kid.as_bytes());
     Ok(ApiToken {
+        raw: token,
         header,
         payload,
         signature,
@@ -259,13 +267,13 @@ impl Verified {
 /// the clock to check, and skips decoding the payload, parsing the claims and
 /// the MAC. The entry, and so this memo, is replaced whenever the user's
 /// tokenKey or role changes, so it never outlives the key it verified with.
-pub struct VerifiedToken {
+pub(crate) struct VerifiedToken {
     token: Box<str>,
     window: Verified,
 }
 
 impl VerifiedToken {
-    pub fn new(token: &str, window: Verified) -> Self {
+    pub(crate) fn new(token: &str, window: Verified) -> Self {
         VerifiedToken {
             token: token.into(),
             window,
@@ -273,7 +281,7 @@ impl VerifiedToken {
     }
 
     /// The window of `token` if it is exactly the remembered one.
-    pub fn window_of(&self, token: &str) -> Option<Verified> {
+    pub(crate) fn window_of(&self, token: &str) -> Option<Verified> {
         // Lengths are public (the token is on the wire); the bytes are
         // compared without an early exit, so timing tells nothing of them.
         // (An OR of XORs over the whole slice, which the compiler vectorises:
@@ -329,11 +337,13 @@ pub fn verify(
     Ok(window)
 }
 
+/// Test fixtures: token settings (1 h lifetime, 30 s leeway) and the secret
+/// and a fresh token of user `u1`, minted at `now`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn settings() -> TokenSettings {
+    pub fn settings() -> TokenSettings {
         TokenSettings {
             issuer: "rolegate".into(),
             audience: "bintu".into(),
@@ -342,12 +352,28 @@ mod tests {
         }
     }
 
+    pub fn secret() -> [u8; 32] {
+        derive_secret(b"master-secret-master-secret-0123", "u1", &[7; 32])
+    }
+
+    pub fn token(now: u64) -> String {
+        match mint(&settings(), "u1", &secret(), now) {
+            Ok(t) => t,
+            Err(e) => panic!("minting failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{secret, settings, token};
+    use super::*;
+
     #[test]
     fn round_trip_and_clock_boundaries() {
-        let s = settings();
-        let secret = derive_secret(b"master-secret-master-secret-0123", "u1", &[7; 32]);
+        let (s, secret) = (settings(), secret());
         let now = 1_700_000_000;
-        let t = mint(&s, "u1", &secret, now).unwrap();
+        let t = token(now);
         let parsed = parse(&t).unwrap();
         assert_eq!(parsed.kid(), "u1");
         let key = VerifyKey::new(&secret);
@@ -390,10 +416,16 @@ mod tests {
     #[test]
     fn a_remembered_token_is_recognised_only_exactly() {
         let s = settings();
-        let secret = derive_secret(b"master-secret-master-secret-0123", "u1", &[7; 32]);
         let now = 1_700_000_000;
-        let t = mint(&s, "u1", &secret, now).unwrap();
-        let window = verify(&parse(&t).unwrap(), &VerifyKey::new(&secret), &s, "u1", now).unwrap();
+        let t = token(now);
+        let window = verify(
+            &parse(&t).unwrap(),
+            &VerifyKey::new(&secret()),
+            &s,
+            "u1",
+            now,
+        )
+        .unwrap();
         assert_eq!(window.exp, now + 3600);
         let memo = VerifiedToken::new(&t, window);
         assert_eq!(memo.window_of(&t), Some(window));

@@ -76,6 +76,7 @@ pub struct NamedIds {
 
 impl NamedIds {
     /// Keep every id (keys abstract nothing).
+    #[cfg(test)]
     pub fn all() -> NamedIds {
         NamedIds {
             all: true,
@@ -150,8 +151,9 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
     optional(&mut k, i.role);
     field(&mut k, i.resource_type);
     // Every entity id of the decision with its type, in a fixed order. The
-    // role is among them (already verbatim above) so that a resource which
+    // role, written verbatim above, is among them so that a resource which
     // is the caller's own role is told apart from another role.
+    const ROLE_SLOT: usize = 1;
     let ids: [(&str, Option<&str>); 5] = [
         (i.principal_type, Some(i.principal_id)),
         (entities::ROLE, i.role),
@@ -164,19 +166,19 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
             k.push(0);
             continue;
         };
-        if n == 1 {
+        if n == ROLE_SLOT {
             k.push(4);
         } else if named.keeps(type_name, id) {
             k.push(1);
             field(&mut k, id);
-        } else if let Some(same) = ids[..n]
+        } else if let Some(earlier) = ids[..n]
             .iter()
             .position(|&(t, other)| t == type_name && other == Some(id))
         {
             // The same entity as an earlier slot (a user acting on
             // themselves, caller and resource in one organisation).
             k.push(2);
-            k.push(same as u8);
+            k.push(earlier as u8);
         } else {
             k.push(3);
         }

@@ -104,11 +104,14 @@ pub fn build<'a>(
                 &[None]
             };
             for role in shapes {
-                let members: Vec<usize> = (0..all.len())
-                    .filter(|&i| {
-                        principal_may_match(all[i], ty, role.as_deref())
-                            && action_may_match(all[i], action, action_groups)
+                let members: Vec<usize> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        principal_may_match(p, ty, role.as_deref())
+                            && action_may_match(p, action, action_groups)
                     })
+                    .map(|(i, _)| i)
                     .collect();
                 let set = sets
                     .entry(members)

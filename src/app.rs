@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use crate::cache::PrincipalCache;
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::forward::Upstream;
 use crate::metrics::Metrics;
 use crate::policy::entities::RequestFacts;
 use crate::policy::routes::Route;
@@ -24,6 +23,7 @@ use crate::policy::{LoadError, Outcome, PolicySource, PolicyStore};
 use crate::proxy::Caller;
 use crate::store::{self, SharedStore, StoreError};
 use crate::token::TokenSettings;
+use crate::upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

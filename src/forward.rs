@@ -1,19 +1,13 @@
-//! Forwarding an allowed request to the upstream: pooled keep-alive
-//! connections, bodies streamed both ways, hop-by-hop headers removed in both
-//! directions, and identity headers that only rolegate sets.
+//! What an allowed request and its response lose and gain on the way through:
+//! hop-by-hop headers removed in both directions, client-sent identity claims
+//! and credentials removed, and identity headers that only rolegate sets.
+//! The connections themselves are in [`crate::upstream`].
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::credential::{API_KEY_HEADER, PLAYER_KEY_HEADER, TOKEN_HEADER};
-use crate::error::ApiError;
 
 pub const USER_ID_HEADER: &str = "x-rolegate-user-id";
 pub const ORG_ID_HEADER: &str = "x-rolegate-org-id";
@@ -200,65 +194,6 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
             HeaderValue::from_bytes(&out[..n]).ok()
         }
         IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string()).ok(),
-    }
-}
-
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    timeout: Duration,
-}
-
-impl Upstream {
-    pub fn new(base: &Uri, timeout: Duration) -> Result<Self, ApiError> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        let authority = base
-            .authority()
-            .cloned()
-            .ok_or_else(|| ApiError::Internal("upstream has no authority".to_owned()))?;
-        Ok(Upstream {
-            client,
-            scheme: http::uri::Scheme::HTTP,
-            authority,
-            timeout,
-        })
-    }
-
-    /// Send `req` to the upstream at `path_and_query` (already normalised).
-    /// The caller has already rewritten the headers.
-    pub async fn send(
-        &self,
-        mut req: Request<Incoming>,
-        path_and_query: &str,
-    ) -> Result<Response<Incoming>, ApiError> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ApiError::Internal(format!("bad upstream uri: {e}")))?;
-        *req.uri_mut() = uri;
-        // Framing is hyper's job on the way out: it derives Content-Length or
-        // chunked encoding from the body, so no client-sent framing header travels
-        // (a request with both CL and TE was already decoded by TE).
-        req.headers_mut().remove(header::CONTENT_LENGTH);
-        req.headers_mut().remove(header::HOST);
-        *req.version_mut() = http::Version::HTTP_11;
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| ApiError::UpstreamTimeout)?
-            .map_err(|e| ApiError::UpstreamUnreachable(e.to_string()))?;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body))
     }
 }
 

@@ -30,4 +30,5 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod tools;
+pub mod upstream;
 pub mod users;

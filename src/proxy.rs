@@ -27,8 +27,9 @@ use crate::policy::entities::{self, RequestFacts};
 use crate::policy::routes::{ResourceId, Route};
 use crate::policy::{Outcome, PolicySnapshot};
 use crate::token;
+use crate::upstream::UpstreamBody;
 
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// The authenticated caller of a request.
 #[derive(Clone)]

@@ -12,4 +12,5 @@ mod playback;
 mod policy_tools;
 mod replicas;
 mod request_path;
+mod upstream;
 mod users;

@@ -1,0 +1,251 @@
+//! The upstream client: HTTP/1.1 keep-alive connections kept in a free list.
+//!
+//! Each connection is a hyper `http1` connection task plus its `SendRequest`
+//! handle. A request takes the most recently used idle handle (or dials a new
+//! connection), and the handle goes back on the list when the response body
+//! has been read to its end, so a connection never carries two exchanges at
+//! once. Why not hyper-util's pooled client: its checkout, the boxed future
+//! around each request and the task it spawns per response to wait for the
+//! connection to turn idle again cost a tenth of a forwarded request's user
+//! time, and at a moderate rate (1,000 req/s) one exchange in a hundred took
+//! over a millisecond in it against an upstream answering in 0.2 ms.
+//!
+//! Idle connections are not reaped by a timer: the upstream closes the ones it
+//! no longer wants (its keep-alive timeout), their tasks end, and the dead
+//! handles are dropped at the next checkout; handles idle for longer than
+//! [`IDLE_TIMEOUT`] are dropped whenever one is put back.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::error::ApiError;
+use crate::forward::strip_hop_by_hop;
+
+/// Idle connections kept; a handle put back beyond this is closed.
+const MAX_IDLE: usize = 256;
+/// A connection idle for longer is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upstream every allowed request goes to. Cloning shares the connections.
+#[derive(Clone)]
+pub struct Upstream {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    /// `host:port`, as dialled.
+    addr: String,
+    /// The `Host` field every forwarded request carries.
+    host: HeaderValue,
+    /// Bound on dialling plus waiting for the response head.
+    timeout: Duration,
+    /// Idle handles, oldest first; taken from the end.
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+impl Upstream {
+    /// `base` is an `http://host[:port]` URL (checked by the configuration).
+    pub fn new(base: &Uri, timeout: Duration) -> Result<Self, ApiError> {
+        let authority = base
+            .authority()
+            .ok_or_else(|| ApiError::Internal("upstream has no authority".to_owned()))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ApiError::Internal("upstream authority is not a header value".into()))?;
+        Ok(Upstream {
+            pool: Arc::new(Pool {
+                addr: format!(
+                    "{}:{}",
+                    authority.host(),
+                    authority.port_u16().unwrap_or(80)
+                ),
+                host,
+                timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Send `req` to the upstream at `path_and_query` (already normalised).
+    /// The caller has already rewritten the headers.
+    pub async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        path_and_query: &str,
+    ) -> Result<Response<UpstreamBody>, ApiError> {
+        *req.uri_mut() = Uri::try_from(path_and_query)
+            .map_err(|e| ApiError::Internal(format!("bad upstream uri: {e}")))?;
+        // Framing is hyper's job on the way out: it derives Content-Length or
+        // chunked encoding from the body, so no client-sent framing header travels
+        // (a request with both CL and TE was already decoded by TE).
+        let headers = req.headers_mut();
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::HOST, self.pool.host.clone());
+        *req.version_mut() = http::Version::HTTP_11;
+        let resp = tokio::time::timeout(self.pool.timeout, self.exchange(req))
+            .await
+            .map_err(|_| ApiError::UpstreamTimeout)??;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, ApiError> {
+        loop {
+            let (mut sender, fresh) = match self.pool.checkout() {
+                Some(s) => (s, false),
+                None => (self.pool.connect().await?, true),
+            };
+            // A handle put back as its body ended may wait a moment for its
+            // connection to finish the exchange; one that is closing errors.
+            if let Err(e) = sender.ready().await {
+                if fresh {
+                    return Err(ApiError::UpstreamUnreachable(e.to_string()));
+                }
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = Arc::clone(&self.pool);
+                    return Ok(resp.map(|inner| UpstreamBody {
+                        inner,
+                        conn: Some((sender, pool)),
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The upstream closed a kept-alive connection before the
+                    // request was written: nothing reached it, so the request
+                    // goes again, on the next connection. A request that was
+                    // (even partly) written is never sent twice.
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => return Err(ApiError::UpstreamUnreachable(e.into_error().to_string())),
+                },
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// The most recently used live idle handle, if any.
+    fn checkout(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(i) = idle.pop() {
+            if !i.sender.is_closed() {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Oldest first, so the expired ones are a prefix.
+        if idle
+            .first()
+            .is_some_and(|i| now.duration_since(i.since) > IDLE_TIMEOUT)
+        {
+            let n = idle.partition_point(|i| now.duration_since(i.since) > IDLE_TIMEOUT);
+            idle.drain(..n);
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, ApiError> {
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
+            ApiError::UpstreamUnreachable(format!("{what} {}: {e}", self.addr))
+        };
+        let stream = TcpStream::connect(self.addr.as_str())
+            .await
+            .map_err(|e| unreachable("connect", &e))?;
+        // Requests are written whole; waiting for more bytes only delays them.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| unreachable("set TCP_NODELAY on", &e))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable("handshake with", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// A response body from the upstream. When it has been read to its end, its
+/// connection goes back to the free list; dropped early (the client went
+/// away), the connection is closed with it.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<(SendRequest<Incoming>, Arc<Pool>)>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.conn.take() {
+            pool.put_back(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            // A broken body leaves its connection in no state to reuse.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    // The server stops polling a body whose length says it has ended (and
+    // never polls an empty one), so the end is also recognised here.
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}

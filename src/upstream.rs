@@ -6,9 +6,9 @@
 //! has been read to its end, so a connection never carries two exchanges at
 //! once. Why not hyper-util's pooled client: its checkout, the boxed future
 //! around each request and the task it spawns per response to wait for the
-//! connection to turn idle again cost a tenth of a forwarded request's user
-//! time, and at a moderate rate (1,000 req/s) one exchange in a hundred took
-//! over a millisecond in it against an upstream answering in 0.2 ms.
+//! connection to turn idle again. Without them a pass-through request costs
+//! ~20 % less user CPU (9.7 → 7.7 µs, from `/proc/PID/stat` over a wrk run)
+//! and ~10 % more requests are served.
 //!
 //! Idle connections are not reaped by a timer: the upstream closes the ones it
 //! no longer wants (its keep-alive timeout), their tasks end, and the dead

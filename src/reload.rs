@@ -2,7 +2,8 @@
 //! SIGHUP. File events make an edit live within milliseconds; the digest poll
 //! stays because Kubernetes ConfigMap updates arrive as an atomic symlink swap
 //! of the mounted directory, which inotify on the directory does not always
-//! report, and because a watcher can fail to start (inotify limits).
+//! report, and because a watcher can fail to start (inotify limits). The poll
+//! reads and hashes the files only when their metadata moved (`loader::fingerprint`).
 //! `POST /reload` on the ops listener is the fourth trigger (ops.rs).
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::AppState;
-use crate::policy::loader;
+use crate::policy::loader::{self, Fingerprint};
 
 /// How often the policy files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,15 +49,16 @@ fn file_watcher(state: &AppState, tx: mpsc::Sender<()>) -> Option<RecommendedWat
 }
 
 /// Reload when the files' digest differs from the last one seen. Both the
-/// watcher and the poll go through here, so one change reloads once.
-async fn reload_if_changed(state: &Arc<AppState>, last_seen: &mut String, why: &str) {
+/// watcher and the poll go through here, so one change reloads once. False
+/// when the files could not be read (nothing was compared).
+async fn reload_if_changed(state: &Arc<AppState>, last_seen: &mut String, why: &str) -> bool {
     let src = state.policies.source().clone();
     let digest = tokio::task::spawn_blocking(move || loader::digest(&src)).await;
-    let Ok(Ok(digest)) = digest else { return };
+    let Ok(Ok(digest)) = digest else { return false };
     // A set already live (loaded by `POST /reload` or SIGHUP) needs no second load.
     if digest == state.policies.current().digest {
         *last_seen = digest;
-        return;
+        return true;
     }
     if digest != *last_seen {
         tracing::info!(trigger = why, "policy files changed: reloading");
@@ -64,6 +66,29 @@ async fn reload_if_changed(state: &Arc<AppState>, last_seen: &mut String, why: &
         // reported once, not on every tick.
         *last_seen = digest;
         let _ = state.reload();
+    }
+    true
+}
+
+/// The poll: compare the digest only when the files' metadata moved since
+/// the last comparison (or is too fresh to prove anything).
+async fn poll(
+    state: &Arc<AppState>,
+    last_seen: &mut String,
+    compared_at: &mut Option<Fingerprint>,
+) {
+    let src = state.policies.source().clone();
+    // Taken before the digest, so a write racing the comparison moves the
+    // next fingerprint and is compared then.
+    let stamp = tokio::task::spawn_blocking(move || loader::fingerprint(&src))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let unchanged = stamp
+        .as_ref()
+        .is_some_and(|s| s.settled() && compared_at.as_ref() == Some(s));
+    if !unchanged && reload_if_changed(state, last_seen, "digest poll").await {
+        *compared_at = stamp;
     }
 }
 
@@ -74,6 +99,7 @@ pub async fn watch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     // Kept alive for the whole loop: dropping the watcher stops the events.
     let _watcher = file_watcher(&state, tx);
     let mut last_seen = state.policies.current().digest.clone();
+    let mut compared_at = None;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -98,9 +124,9 @@ pub async fn watch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             Some(()) = events.recv() => {
                 tokio::time::sleep(DEBOUNCE).await;
                 while events.try_recv().is_ok() {}
-                reload_if_changed(&state, &mut last_seen, "file event").await;
+                let _ = reload_if_changed(&state, &mut last_seen, "file event").await;
             }
-            _ = tick.tick() => reload_if_changed(&state, &mut last_seen, "digest poll").await,
+            _ = tick.tick() => poll(&state, &mut last_seen, &mut compared_at).await,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{Duration, SystemTime};
 
 use cedar_policy::{
     Authorizer, EntityUid, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator,
@@ -110,9 +111,10 @@ fn problems_of(file: &SourceFile, d: &dyn Diagnostic, message: String) -> Proble
     }
 }
 
-/// Files with `ext` in `dir`, sorted, skipping hidden entries (Kubernetes
-/// ConfigMap mounts hold `..data` links and timestamped `..` directories).
-fn read_dir_files(dir: &Path, ext: &str) -> Result<Vec<SourceFile>, LoadError> {
+/// Names of the files with `ext` in `dir`, sorted, skipping hidden entries
+/// (Kubernetes ConfigMap mounts hold `..data` links and timestamped `..`
+/// directories).
+fn input_names(dir: &Path, ext: &str) -> Result<Vec<String>, LoadError> {
     let io = |e: std::io::Error| LoadError::Io {
         path: dir.display().to_string(),
         message: e.to_string(),
@@ -133,19 +135,14 @@ fn read_dir_files(dir: &Path, ext: &str) -> Result<Vec<SourceFile>, LoadError> {
         }
     }
     names.sort();
-    names
+    Ok(names)
+}
+
+/// The files with `ext` in `dir` (see [`input_names`]), read.
+fn read_dir_files(dir: &Path, ext: &str) -> Result<Vec<SourceFile>, LoadError> {
+    input_names(dir, ext)?
         .into_iter()
-        .map(|name| {
-            let path = dir.join(&name);
-            let text = std::fs::read_to_string(&path).map_err(|e| LoadError::Io {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            Ok(SourceFile {
-                name: path.display().to_string(),
-                text,
-            })
-        })
+        .map(|name| read_file(&dir.join(name)))
         .collect()
 }
 
@@ -202,14 +199,109 @@ fn pinned_source(source: &PolicySource) -> PolicySource {
     }
 }
 
+/// The inputs the digest covers: schema files, policy files, the route
+/// table and the role catalogue.
+fn inputs(source: &PolicySource) -> [(&Path, &'static str); 3] {
+    [
+        (&source.schema_dir, ".cedarschema"),
+        (&source.policies_dir, ".cedar"),
+        (&source.policies_dir, ".toml"),
+    ]
+}
+
 /// Digest of every input, so `/status` can show which set is live and a
 /// poller can tell when the files changed.
 pub fn digest(source: &PolicySource) -> Result<String, LoadError> {
     let source = &pinned_source(source);
-    let mut files = read_dir_files(&source.schema_dir, ".cedarschema")?;
-    files.extend(read_dir_files(&source.policies_dir, ".cedar")?);
-    files.extend(read_dir_files(&source.policies_dir, ".toml")?);
+    let mut files = Vec::new();
+    for (dir, ext) in inputs(source) {
+        files.extend(read_dir_files(dir, ext)?);
+    }
     Ok(digest_of(&files))
+}
+
+/// A file written less than this long ago may be written again without its
+/// timestamps moving: file systems keep them at a coarse granularity (a clock
+/// tick on Linux, seconds on some network and older file systems).
+const RACY_WINDOW: Duration = Duration::from_secs(3);
+
+/// What the inputs' metadata says, taken without opening or reading a file,
+/// so the once-a-second poll costs a few `stat`s while nothing changes
+/// (reading every file also woke the file watcher's thread with access events).
+/// Equal fingerprints mean unchanged files only when [`Fingerprint::settled`]:
+/// a file written within [`RACY_WINDOW`] can change again with the same size
+/// and timestamps, so an unsettled fingerprint proves nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    files: Vec<FileStamp>,
+    settled: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct FileStamp {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+    /// (device, inode, ctime s, ctime ns): the inode changes when a file is
+    /// replaced by a rename, and ctime moves on every write, even one whose
+    /// author set mtime back.
+    #[cfg(unix)]
+    identity: (u64, u64, i64, i64),
+}
+
+impl Fingerprint {
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+}
+
+pub fn fingerprint(source: &PolicySource) -> Result<Fingerprint, LoadError> {
+    fingerprint_as_of(source, SystemTime::now())
+}
+
+/// [`fingerprint`] as if the clock read `now` (tests age files this way:
+/// a file's ctime cannot be set back).
+fn fingerprint_as_of(source: &PolicySource, now: SystemTime) -> Result<Fingerprint, LoadError> {
+    let source = &pinned_source(source);
+    let settled_before = now
+        .checked_sub(RACY_WINDOW)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut files = Vec::new();
+    let mut settled = true;
+    for (dir, ext) in inputs(source) {
+        for name in input_names(dir, ext)? {
+            let path = dir.join(name);
+            let meta = std::fs::metadata(&path).map_err(|e| LoadError::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let modified = meta.modified().ok();
+            #[cfg(unix)]
+            let identity = {
+                use std::os::unix::fs::MetadataExt;
+                (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+            };
+            #[cfg(unix)]
+            let changed = SystemTime::UNIX_EPOCH
+                .checked_add(Duration::new(
+                    u64::try_from(identity.2).unwrap_or(u64::MAX),
+                    u32::try_from(identity.3).unwrap_or(0),
+                ))
+                .max(modified);
+            #[cfg(not(unix))]
+            let changed = modified;
+            // Unknown or recent (or future) timestamps: not settled.
+            settled &= changed.is_some_and(|t| t < settled_before);
+            files.push(FileStamp {
+                path,
+                len: meta.len(),
+                modified,
+                #[cfg(unix)]
+                identity,
+            });
+        }
+    }
+    Ok(Fingerprint { files, settled })
 }
 
 fn digest_of(files: &[SourceFile]) -> String {
@@ -629,6 +721,55 @@ fn action_decl_offset(text: &str, name: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::action_decl_offset;
+    use super::{fingerprint_as_of, PolicySource};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_poll_fingerprint_moves_with_every_write_and_is_unsettled_while_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = PolicySource {
+            policies_dir: dir.path().join("policies"),
+            schema_dir: dir.path().join("schema"),
+        };
+        std::fs::create_dir(&source.policies_dir).unwrap();
+        std::fs::create_dir(&source.schema_dir).unwrap();
+        let policy = source.policies_dir.join("a.cedar");
+        std::fs::write(&policy, "permit (principal, action, resource);\n").unwrap();
+        std::fs::write(source.policies_dir.join("routes.toml"), "").unwrap();
+        std::fs::write(source.schema_dir.join("s.cedarschema"), "").unwrap();
+        let now = SystemTime::now();
+        let later = now + Duration::from_secs(60);
+        let at = |t| fingerprint_as_of(&source, t).unwrap();
+
+        assert!(!at(now).settled(), "files written just now prove nothing");
+        let before = at(later);
+        assert!(before.settled());
+        assert_eq!(at(later), before, "nothing written: equal");
+
+        // Files the loader ignores do not count.
+        std::fs::write(source.policies_dir.join("README.md"), "notes").unwrap();
+        std::fs::write(source.policies_dir.join(".a.cedar.swp"), "x").unwrap();
+        assert_eq!(at(later), before);
+
+        // Same length, and the old mtime put back: ctime still moves.
+        let mtime = std::fs::metadata(&policy).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&policy, "forbid (principal, action, resource);\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&policy)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let rewritten = at(later);
+        assert_ne!(rewritten, before);
+
+        // A new input file, then its removal.
+        std::fs::write(source.policies_dir.join("b.cedar"), "").unwrap();
+        assert_ne!(at(later), rewritten);
+        std::fs::remove_file(source.policies_dir.join("b.cedar")).unwrap();
+        assert_eq!(at(later), rewritten);
+    }
 
     #[test]
     fn finds_an_action_in_a_multi_name_declaration() {

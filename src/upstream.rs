@@ -113,13 +113,12 @@ impl Upstream {
                 Some(s) => (s, false),
                 None => (self.pool.connect().await?, true),
             };
-            // A handle put back as its body ended may wait a moment for its
-            // connection to finish the exchange; one that is closing errors.
-            if let Err(e) = sender.ready().await {
-                if fresh {
-                    return Err(ApiError::UpstreamUnreachable(e.to_string()));
-                }
-                continue;
+            if fresh {
+                // Lets the new connection's task start; errors if it died.
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| ApiError::UpstreamUnreachable(e.to_string()))?;
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -143,12 +142,20 @@ impl Upstream {
 }
 
 impl Pool {
-    /// The most recently used live idle handle, if any.
+    /// The most recently used idle handle that is ready for a request.
+    /// Closed handles are dropped. A handle not ready yet stays on the list:
+    /// its connection is still finishing an exchange (an upstream that
+    /// answered before reading the whole request body is still being sent
+    /// the rest), and a request must not wait on someone else's upload.
     fn checkout(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() {
-                return Some(i.sender);
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].sender.is_closed() {
+                idle.remove(i);
+            } else if idle[i].sender.is_ready() {
+                return Some(idle.remove(i).sender);
             }
         }
         None

@@ -27,6 +27,10 @@ enum Answer {
     Drop,
     /// Write these bytes and then send nothing more, holding the connection.
     Stall(Vec<u8>),
+    /// Write these bytes as soon as the request head is in, before reading
+    /// its body (as an upstream refusing an upload early does), then read the
+    /// body and keep the connection.
+    Early(Vec<u8>),
 }
 
 fn ok(body: &str) -> Vec<u8> {
@@ -111,6 +115,20 @@ async fn serve(mut s: TcpStream, script: Arc<Vec<Answer>>, seen: Arc<Mutex<Vec<S
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.trim().parse().ok())
             .unwrap_or(0);
+        let line = head.lines().next().unwrap_or("");
+        let mut words = line.split(' ');
+        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let n = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(format!("{method} {target} "));
+            seen.len() - 1
+        };
+        let answer = script.get(n).cloned().unwrap_or(Answer::Drop);
+        if let Answer::Early(bytes) = &answer {
+            if s.write_all(bytes).await.is_err() {
+                return;
+            }
+        }
         while buf.len() < head_end + length {
             let mut chunk = [0u8; 4096];
             match s.read(&mut chunk).await {
@@ -120,15 +138,9 @@ async fn serve(mut s: TcpStream, script: Arc<Vec<Answer>>, seen: Arc<Mutex<Vec<S
         }
         let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
         buf.drain(..head_end + length);
-        let line = head.lines().next().unwrap_or("");
-        let mut words = line.split(' ');
-        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        let n = {
-            let mut seen = seen.lock().unwrap();
-            seen.push(format!("{method} {target} {body}"));
-            seen.len() - 1
-        };
-        match script.get(n).cloned().unwrap_or(Answer::Drop) {
+        seen.lock().unwrap()[n].push_str(&body);
+        match answer {
+            Answer::Early(_) => {}
             Answer::Keep(bytes) => {
                 if s.write_all(&bytes).await.is_err() {
                     return;
@@ -297,4 +309,35 @@ async fn a_connection_still_carrying_a_response_is_not_lent_to_another_request()
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, "third");
     assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_still_sending_a_request_body_is_not_lent_to_another_request() {
+    let script = vec![Answer::Early(ok("refused")), Answer::Keep(ok("second"))];
+    let up = Scripted::start(script).await;
+    let (sc, t) = sidecar(&up).await;
+    let addr = sc.base.trim_start_matches("http://").to_owned();
+    let mut uploader = TcpStream::connect(&addr).await.unwrap();
+    // Half of a 20-byte body; the upstream answers before it has any of it.
+    let head = format!(
+        "POST /stream HTTP/1.1\r\nHost: x\r\nX-BINTU-TOKEN: {t}\r\nContent-Length: 20\r\n\r\n0123456789"
+    );
+    uploader.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(7).any(|w| w == b"refused") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut chunk))
+            .await
+            .expect("the early answer arrives")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    // The upload is unfinished, so its upstream connection is busy: another
+    // request that waited on it would time out (504).
+    let r = sc.send("GET", "/stream", &[tok(&t)], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "second");
+    assert_eq!(up.connections(), 2);
+    drop(uploader);
 }

@@ -177,24 +177,28 @@ pub fn decide_action(
     // built from (`Caller::entity` is built from its kind, id, role and org),
     // ids abstracted unless a policy names them (see `decisions`).
     let (principal_type, principal_id) = caller.principal_key();
-    let key = decisions::key(
-        &DecisionInputs {
-            action,
-            principal_type,
-            principal_id,
-            role: caller.role.as_deref(),
-            org: caller.org.as_deref(),
-            resource_type,
-            resource_id,
-            resource_org,
-            facts,
-        },
-        snapshot.context_needs,
-        &snapshot.named_ids,
-    );
-    if let Some(known) = snapshot.decisions.get(&key) {
-        return known;
-    }
+    let looked_up = snapshot.decisions.lookup(|k| {
+        decisions::write_key(
+            k,
+            &DecisionInputs {
+                action,
+                principal_type,
+                principal_id,
+                role: caller.role.as_deref(),
+                org: caller.org.as_deref(),
+                resource_type,
+                resource_id,
+                resource_org,
+                facts,
+            },
+            snapshot.context_needs,
+            &snapshot.named_ids,
+        )
+    });
+    let key = match looked_up {
+        Ok(known) => return known,
+        Err(key) => key,
+    };
     let resource = entities::resource(resource_type, resource_id, resource_org);
     let outcome = snapshot.decide_as(
         caller.role.as_deref(),

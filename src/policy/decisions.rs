@@ -31,6 +31,7 @@
 //! If an entity ever gains an attribute built from something else, that input
 //! must join the key (see `key`).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -56,8 +57,22 @@ impl Default for DecisionCache {
 }
 
 impl DecisionCache {
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Outcome>> {
-        self.entries.get(key)
+    /// The outcome cached under the key `write_key` writes, or that key,
+    /// owned, to insert the outcome under once it is known. The key is
+    /// written into a per-thread buffer, so a hit allocates nothing (a key
+    /// allocated per lookup was a malloc, a shrinking realloc and a free on
+    /// every proxied request).
+    pub fn lookup(&self, write_key: impl FnOnce(&mut Vec<u8>)) -> Result<Arc<Outcome>, Box<[u8]>> {
+        thread_local! {
+            static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        KEY.with_borrow_mut(|k| {
+            k.clear();
+            write_key(k);
+            self.entries
+                .get(k.as_slice())
+                .ok_or_else(|| k.as_slice().into())
+        })
     }
 
     pub fn insert(&self, key: Box<[u8]>, outcome: Arc<Outcome>) {
@@ -143,13 +158,12 @@ fn optional(key: &mut Vec<u8>, value: Option<&str>) {
 /// The cache key of a decision: every input, with entity ids abstracted
 /// as the module explains, and of the context only what the snapshot's
 /// policies read (the rest cannot change the outcome).
-pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box<[u8]> {
-    let mut k = Vec::with_capacity(96);
-    field(&mut k, i.action);
-    field(&mut k, i.principal_type);
+pub fn write_key(k: &mut Vec<u8>, i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) {
+    field(k, i.action);
+    field(k, i.principal_type);
     // Roles are few and parents of the principal: always verbatim.
-    optional(&mut k, i.role);
-    field(&mut k, i.resource_type);
+    optional(k, i.role);
+    field(k, i.resource_type);
     // Every entity id of the decision with its type, in a fixed order. The
     // role, written verbatim above, is among them so that a resource which
     // is the caller's own role is told apart from another role.
@@ -170,7 +184,7 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
             k.push(4);
         } else if named.keeps(type_name, id) {
             k.push(1);
-            field(&mut k, id);
+            field(k, id);
         } else if let Some(earlier) = ids[..n]
             .iter()
             .position(|&(t, other)| t == type_name && other == Some(id))
@@ -184,9 +198,9 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
         }
     }
     let f = i.facts;
-    optional(&mut k, needs.method.then_some(f.method));
-    optional(&mut k, needs.path.then_some(f.path));
-    optional(&mut k, needs.credential.then_some(f.credential.as_str()));
+    optional(k, needs.method.then_some(f.method));
+    optional(k, needs.path.then_some(f.path));
+    optional(k, needs.credential.then_some(f.credential.as_str()));
     if needs.client_ip {
         match f.client_ip {
             std::net::IpAddr::V4(a) => {
@@ -208,6 +222,13 @@ pub fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box
     } else {
         1
     });
+}
+
+/// [`write_key`] into a key of its own.
+#[cfg(test)]
+fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box<[u8]> {
+    let mut k = Vec::new();
+    write_key(&mut k, i, needs, named);
     k.into_boxed_slice()
 }
 

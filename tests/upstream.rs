@@ -161,6 +161,21 @@ async fn serve(mut s: TcpStream, script: Arc<Vec<Answer>>, seen: Arc<Mutex<Vec<S
     }
 }
 
+/// Read from `s` until `marker` has arrived (5 s at most); everything read.
+async fn read_until(s: &mut TcpStream, marker: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !got.windows(marker.len()).any(|w| w == marker) {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("the bytes arrive in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    got
+}
+
 /// A sidecar in front of `upstream` and an admin's token.
 async fn sidecar(upstream: &Scripted) -> (Sidecar, String) {
     let sc = Sidecar::with(Options {
@@ -286,16 +301,7 @@ async fn a_connection_still_carrying_a_response_is_not_lent_to_another_request()
     let mut client = TcpStream::connect(&addr).await.unwrap();
     let get = format!("GET /stream HTTP/1.1\r\nHost: x\r\nX-BINTU-TOKEN: {t}\r\n\r\n");
     client.write_all(get.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    while !got.windows(10).any(|w| w == b"0123456789") {
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
-            .await
-            .expect("the head and first bytes arrive")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&chunk[..n]);
-    }
+    let got = read_until(&mut client, b"0123456789").await;
     assert!(got.starts_with(b"HTTP/1.1 200 "));
     // Had the half-sent response's connection been lent out, this request
     // would wait on it until the upstream timeout (504).
@@ -323,16 +329,7 @@ async fn a_connection_still_sending_a_request_body_is_not_lent_to_another_reques
         "POST /stream HTTP/1.1\r\nHost: x\r\nX-BINTU-TOKEN: {t}\r\nContent-Length: 20\r\n\r\n0123456789"
     );
     uploader.write_all(head.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    while !got.windows(7).any(|w| w == b"refused") {
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut chunk))
-            .await
-            .expect("the early answer arrives")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut uploader, b"refused").await;
     // The upload is unfinished, so its upstream connection is busy: another
     // request that waited on it would time out (504).
     let r = sc.send("GET", "/stream", &[tok(&t)], None).await;

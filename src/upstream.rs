@@ -162,10 +162,13 @@ impl Pool {
     }
 
     fn put_back(&self, sender: SendRequest<Incoming>) {
+        self.put_back_at(sender, Instant::now());
+    }
+
+    fn put_back_at(&self, sender: SendRequest<Incoming>, now: Instant) {
         if sender.is_closed() {
             return;
         }
-        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // Oldest first, so the expired ones are a prefix.
         if idle
@@ -254,5 +257,49 @@ impl Drop for UpstreamBody {
         if self.inner.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_when_another_is_put_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let pool = Upstream::new(&base, Duration::from_secs(5)).unwrap().pool;
+        let t0 = Instant::now();
+        pool.put_back_at(pool.connect().await.unwrap(), t0);
+        pool.put_back_at(pool.connect().await.unwrap(), t0 + IDLE_TIMEOUT);
+        assert_eq!(
+            pool.idle.lock().unwrap().len(),
+            2,
+            "none idle past the timeout"
+        );
+        pool.put_back_at(
+            pool.connect().await.unwrap(),
+            t0 + IDLE_TIMEOUT + Duration::from_secs(1),
+        );
+        let idle = pool.idle.lock().unwrap();
+        let since: Vec<Instant> = idle.iter().map(|i| i.since).collect();
+        assert_eq!(
+            since,
+            [
+                t0 + IDLE_TIMEOUT,
+                t0 + IDLE_TIMEOUT + Duration::from_secs(1)
+            ],
+            "the one idle for longer than the timeout is gone"
+        );
+        drop(idle);
+        held.abort();
     }
 }

@@ -13,7 +13,7 @@
 //! Idle connections are not reaped by a timer: the upstream closes the ones it
 //! no longer wants (its keep-alive timeout), their tasks end, and the dead
 //! handles are dropped at the next checkout; handles idle for longer than
-//! [`IDLE_TIMEOUT`] are dropped whenever one is put back.
+//! [`IDLE_TIMEOUT`] are closed at the next checkout or put-back, never reused.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,6 +56,13 @@ struct Pool {
 struct Idle {
     sender: SendRequest<Incoming>,
     since: Instant,
+}
+
+/// Close the handles idle past [`IDLE_TIMEOUT`] at `now`: a prefix of the
+/// list, which is oldest first.
+fn drop_expired(idle: &mut Vec<Idle>, now: Instant) {
+    let n = idle.partition_point(|i| now.duration_since(i.since) > IDLE_TIMEOUT);
+    idle.drain(..n);
 }
 
 impl Upstream {
@@ -109,7 +116,7 @@ impl Upstream {
         mut req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ApiError> {
         loop {
-            let (mut sender, fresh) = match self.pool.checkout() {
+            let (mut sender, fresh) = match self.pool.checkout(Instant::now()) {
                 Some(s) => (s, false),
                 None => (self.pool.connect().await?, true),
             };
@@ -143,12 +150,14 @@ impl Upstream {
 
 impl Pool {
     /// The most recently used idle handle that is ready for a request.
-    /// Closed handles are dropped. A handle not ready yet stays on the list:
-    /// its connection is still finishing an exchange (an upstream that
-    /// answered before reading the whole request body is still being sent
-    /// the rest), and a request must not wait on someone else's upload.
-    fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    /// Closed handles and those idle past [`IDLE_TIMEOUT`] are dropped. A
+    /// handle not ready yet stays on the list: its connection is still
+    /// finishing an exchange (an upstream that answered before reading the
+    /// whole request body is still being sent the rest), and a request must
+    /// not wait on someone else's upload.
+    fn checkout(&self, now: Instant) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        drop_expired(&mut idle, now);
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
@@ -161,23 +170,12 @@ impl Pool {
         None
     }
 
-    fn put_back(&self, sender: SendRequest<Incoming>) {
-        self.put_back_at(sender, Instant::now());
-    }
-
-    fn put_back_at(&self, sender: SendRequest<Incoming>, now: Instant) {
+    fn put_back(&self, sender: SendRequest<Incoming>, now: Instant) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // Oldest first, so the expired ones are a prefix.
-        if idle
-            .first()
-            .is_some_and(|i| now.duration_since(i.since) > IDLE_TIMEOUT)
-        {
-            let n = idle.partition_point(|i| now.duration_since(i.since) > IDLE_TIMEOUT);
-            idle.drain(..n);
-        }
+        drop_expired(&mut idle, now);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { sender, since: now });
         }
@@ -217,7 +215,7 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     fn release(&mut self) {
         if let Some((sender, pool)) = self.conn.take() {
-            pool.put_back(sender);
+            pool.put_back(sender, Instant::now());
         }
     }
 }
@@ -265,7 +263,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn connections_idle_past_the_timeout_are_closed_when_another_is_put_back() {
+    async fn connections_idle_past_the_timeout_are_closed_not_reused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base: Uri = format!("http://{}", listener.local_addr().unwrap())
             .parse()
@@ -277,29 +275,27 @@ mod tests {
             }
         });
         let pool = Upstream::new(&base, Duration::from_secs(5)).unwrap().pool;
+        let since = |pool: &Pool| -> Vec<Instant> {
+            let idle = pool.idle.lock().unwrap();
+            idle.iter().map(|i| i.since).collect()
+        };
         let t0 = Instant::now();
-        pool.put_back_at(pool.connect().await.unwrap(), t0);
-        pool.put_back_at(pool.connect().await.unwrap(), t0 + IDLE_TIMEOUT);
-        assert_eq!(
-            pool.idle.lock().unwrap().len(),
-            2,
-            "none idle past the timeout"
-        );
-        pool.put_back_at(
-            pool.connect().await.unwrap(),
+        let (t1, t2) = (
+            t0 + IDLE_TIMEOUT,
             t0 + IDLE_TIMEOUT + Duration::from_secs(1),
         );
-        let idle = pool.idle.lock().unwrap();
-        let since: Vec<Instant> = idle.iter().map(|i| i.since).collect();
-        assert_eq!(
-            since,
-            [
-                t0 + IDLE_TIMEOUT,
-                t0 + IDLE_TIMEOUT + Duration::from_secs(1)
-            ],
-            "the one idle for longer than the timeout is gone"
-        );
-        drop(idle);
+        pool.put_back(pool.connect().await.unwrap(), t0);
+        pool.put_back(pool.connect().await.unwrap(), t1);
+        assert_eq!(since(&pool), [t0, t1], "none idle past the timeout");
+        // Putting one back closes the one idle for longer than the timeout.
+        pool.put_back(pool.connect().await.unwrap(), t2);
+        assert_eq!(since(&pool), [t1, t2]);
+        // After a quiet spell, a request finds no connection to reuse: all
+        // of them were idle too long.
+        assert!(pool
+            .checkout(t2 + IDLE_TIMEOUT + Duration::from_secs(1))
+            .is_none());
+        assert!(since(&pool).is_empty());
         held.abort();
     }
 }

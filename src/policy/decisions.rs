@@ -29,7 +29,7 @@
 //! every id verbatim.
 //!
 //! If an entity ever gains an attribute built from something else, that input
-//! must join the key (see `key`).
+//! must join the key (see `write_key`).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use crate::single_flight::{Flights, Source};
 use crate::store::{key_hash, SharedStore, StoreError, User};
 use crate::token::{derive_secret, ApiToken, TokenError, TokenSettings, VerifiedToken, VerifyKey};
 
@@ -85,12 +86,37 @@ pub struct PrincipalCache {
     /// invalidation ran may hold the value from before the change: it is not
     /// kept (see `keep_if_current`), or the TTL would be its only bound.
     epoch: Arc<AtomicU64>,
+    /// Store reads under way, one per key (see `single_flight`).
+    user_reads: Arc<Flights<Arc<str>, UserRead>>,
+    api_key_reads: Arc<Flights<[u8; 32], KeyRead>>,
+    player_key_reads: Arc<Flights<Arc<str>, KeyRead>>,
 }
+
+type UserRead = Result<Option<Arc<CachedUser>>, StoreError>;
+type KeyRead = Result<Option<CachedKey>, StoreError>;
 
 /// Result of a lookup through the cache.
 pub struct Lookup<T> {
     pub value: Option<T>,
-    pub hit: bool,
+    pub source: Source,
+}
+
+impl<T> Lookup<T> {
+    fn from_read(
+        (read, source): (Result<Option<T>, StoreError>, Source),
+    ) -> Result<Self, StoreError> {
+        Ok(Lookup {
+            value: read?,
+            source,
+        })
+    }
+
+    fn cached(value: Option<T>) -> Result<Self, StoreError> {
+        Ok(Lookup {
+            value,
+            source: Source::Cached,
+        })
+    }
 }
 
 impl PrincipalCache {
@@ -121,6 +147,9 @@ impl PrincipalCache {
             master,
             settings,
             epoch: Arc::default(),
+            user_reads: Arc::default(),
+            api_key_reads: Arc::default(),
+            player_key_reads: Arc::default(),
         }
     }
 
@@ -159,77 +188,90 @@ impl PrincipalCache {
 
     /// The user a token's `kid` names. `None`: no such user (possibly a cached answer).
     pub async fn user(&self, id: &str) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
-        if let Some(v) = self.users.get(id) {
-            return Ok(Lookup {
-                value: Some(v),
-                hit: true,
-            });
-        }
-        if self.unknown_users.contains_key(id) {
-            return Ok(Lookup {
-                value: None,
-                hit: true,
-            });
+        if let Some(v) = self.cached_user(id) {
+            return Lookup::cached(v);
         }
         let seen = self.epoch();
-        match self.store.user(id).await? {
-            Some(u) => {
-                let entry = self.entry(&u);
-                self.users.insert(entry.id.clone(), entry.clone());
-                self.keep_if_current(seen, || self.users.invalidate(id));
-                Ok(Lookup {
-                    value: Some(entry),
-                    hit: false,
+        let read = self.user_reads.get(
+            Arc::from(id),
+            seen,
+            || self.cached_user(id).map(Ok),
+            || async move {
+                let found = self.store.user(id).await?;
+                Ok(match found {
+                    Some(u) => {
+                        let entry = self.entry(&u);
+                        self.users.insert(entry.id.clone(), entry.clone());
+                        self.keep_if_current(seen, || self.users.invalidate(id));
+                        Some(entry)
+                    }
+                    None => {
+                        self.unknown_users.insert(Arc::from(id), ());
+                        self.keep_if_current(seen, || self.unknown_users.invalidate(id));
+                        None
+                    }
                 })
-            }
-            None => {
-                self.unknown_users.insert(Arc::from(id), ());
-                self.keep_if_current(seen, || self.unknown_users.invalidate(id));
-                Ok(Lookup {
-                    value: None,
-                    hit: false,
-                })
-            }
+            },
+        );
+        Lookup::from_read(read.await)
+    }
+
+    /// What the cache holds for a user id: `Some(Some(_))` a user,
+    /// `Some(None)` a remembered "no such user", `None` nothing.
+    fn cached_user(&self, id: &str) -> Option<Option<Arc<CachedUser>>> {
+        if let Some(v) = self.users.get(id) {
+            return Some(Some(v));
         }
+        self.unknown_users.contains_key(id).then_some(None)
     }
 
     /// The organisation an API key belongs to.
     pub async fn api_key(&self, key: &str) -> Result<Lookup<CachedKey>, StoreError> {
         let hash = key_hash(key);
         if let Some(v) = self.api_keys.get(&hash) {
-            return Ok(Lookup {
-                value: v,
-                hit: true,
-            });
+            return Lookup::cached(v);
         }
         let seen = self.epoch();
-        let value = self
-            .store
-            .org_by_api_key_hash(&hash)
-            .await?
-            .map(|o| CachedKey {
-                org: Arc::from(o.id.as_str()),
-            });
-        self.api_keys.insert(hash, value.clone());
-        self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
-        Ok(Lookup { value, hit: false })
+        let read = self.api_key_reads.get(
+            hash,
+            seen,
+            || self.api_keys.get(&hash).map(Ok),
+            || async move {
+                let value = self
+                    .store
+                    .org_by_api_key_hash(&hash)
+                    .await?
+                    .map(|o| CachedKey {
+                        org: Arc::from(o.id.as_str()),
+                    });
+                self.api_keys.insert(hash, value.clone());
+                self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
+                Ok(value)
+            },
+        );
+        Lookup::from_read(read.await)
     }
 
     /// The organisation a player key belongs to.
     pub async fn player_key(&self, key: &str) -> Result<Lookup<CachedKey>, StoreError> {
         if let Some(v) = self.player_keys.get(key) {
-            return Ok(Lookup {
-                value: v,
-                hit: true,
-            });
+            return Lookup::cached(v);
         }
         let seen = self.epoch();
-        let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
-            org: Arc::from(o.id.as_str()),
-        });
-        self.player_keys.insert(Arc::from(key), value.clone());
-        self.keep_if_current(seen, || self.player_keys.invalidate(key));
-        Ok(Lookup { value, hit: false })
+        let read = self.player_key_reads.get(
+            Arc::from(key),
+            seen,
+            || self.player_keys.get(key).map(Ok),
+            || async move {
+                let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
+                    org: Arc::from(o.id.as_str()),
+                });
+                self.player_keys.insert(Arc::from(key), value.clone());
+                self.keep_if_current(seen, || self.player_keys.invalidate(key));
+                Ok(value)
+            },
+        );
+        Lookup::from_read(read.await)
     }
 
     /// Drop what is cached for a user (after a change to them, or their creation,

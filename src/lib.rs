@@ -26,6 +26,7 @@ pub mod playback;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod single_flight;
 pub mod store;
 pub mod telemetry;
 pub mod token;

@@ -56,6 +56,7 @@ pub struct Metrics {
     allow_forwarded: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    pub cache_joined: Counter,
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub shadow_disagreements: Counter,
@@ -104,6 +105,7 @@ impl Metrics {
             allow_forwarded,
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            cache_joined: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             shadow_disagreements: Counter::default(),
@@ -128,6 +130,11 @@ impl Metrics {
             "cache_misses",
             "Principal cache misses (store reads)",
             m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_joined",
+            "Principal cache misses answered by another request's store read",
+            m.cache_joined.clone(),
         );
         registry.register(
             "policy_reloads",

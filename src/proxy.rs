@@ -26,6 +26,7 @@ use crate::policy::decisions::{self, DecisionInputs};
 use crate::policy::entities::{self, RequestFacts};
 use crate::policy::routes::{ResourceId, Route};
 use crate::policy::{Outcome, PolicySnapshot};
+use crate::single_flight::Source;
 use crate::token;
 use crate::upstream::UpstreamBody;
 
@@ -256,11 +257,11 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             state
                 .metrics
                 .observe(Stage::Cache, started.elapsed().as_secs_f64());
-            if lookup.hit {
-                state.metrics.cache_hits.inc();
-            } else {
-                state.metrics.cache_misses.inc();
-            }
+            match lookup.source {
+                Source::Cached => state.metrics.cache_hits.inc(),
+                Source::Read => state.metrics.cache_misses.inc(),
+                Source::Joined => state.metrics.cache_joined.inc(),
+            };
             let user = lookup
                 .value
                 .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;

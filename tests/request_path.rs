@@ -431,6 +431,27 @@ async fn cache_hits_do_no_store_io_and_unknown_kids_are_cached() {
 }
 
 crate::on_both_stores! {
+async fn concurrent_misses_for_one_user_read_the_store_once() {
+    let w = world().await;
+    let t = w.sc.token(&w.users["nanoUser"].id).await;
+    let headers = [tok(&t)];
+    let m = &w.sc.state.metrics;
+    let before = w.echo.count();
+    // A cold cache, then a cleared one (as after a lost change feed): each
+    // time 32 requests of one user arrive together.
+    for round in 1..=2 {
+        let burst = (0..32).map(|_| w.sc.send("GET", "/stream", &headers, None));
+        let replies = futures_util::future::join_all(burst).await;
+        assert!(replies.iter().all(|r| r.status == 200));
+        assert_eq!(m.cache_misses.get(), round, "store reads after round {round}");
+        assert_eq!(m.cache_hits.get() + m.cache_joined.get(), 31 * round);
+        w.sc.state.cache.clear();
+    }
+    assert_eq!(w.echo.count() - before, 64);
+}
+}
+
+crate::on_both_stores! {
 async fn a_user_of_one_org_cannot_reach_another_orgs_resources() {
     let w = world().await;
     let other = w.sc.org("globex").await;

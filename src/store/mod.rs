@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-#[derive(Debug, thiserror::Error)]
+// Clone: one failed read is handed to every request waiting on it (`single_flight`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -19,8 +19,18 @@
 //! tokio runtime, which sends it on one of `--connections` keep-alive
 //! connections (hyper's HTTP/1.1 client connection, `TCP_NODELAY`).
 //!
+//! `--warmup S` sends the same schedule for S seconds before the measured
+//! window and leaves those requests out of the percentiles (their statuses
+//! and errors still count). Without it, a server idle before the probe pays
+//! its cold start — caches, TLBs and, on a VM, memory the host took back —
+//! in the first requests, and on a single-threaded server the requests queued
+//! behind them: one ~15 ms cold request after 30 s idle held up ~20 others,
+//! which is most of a 3,000-request round's p99. The window then measures a
+//! server under a steady 1,000 req/s; the cold start is reported on its own as
+//! `first_us`, the latency of the very first request.
+//!
 //! Output: one line of `key=value` pairs on stdout, e.g.
-//!   PROBE sent=3000 ok=3000 unexpected=0 errors=0 rate=999.8 p50_us=210.4 p90_us=260.0 p99_us=390.1 max_us=900.2 lag_p99_us=80.3 pacer_lag_p99_us=60.1
+//!   PROBE sent=3000 ok=3000 unexpected=0 errors=0 rate=999.8 p50_us=210.4 p90_us=260.0 p99_us=390.1 max_us=900.2 lag_p99_us=80.3 pacer_lag_p99_us=60.1 first_us=5120.7
 //! (`lag_p99_us`: p99 of due time to handing the request to its connection;
 //! `pacer_lag_p99_us`: p99 of due time to the runtime taking the request from
 //! the pacer, which the latency figures leave out.) Exit status 0 when every response
@@ -28,8 +38,8 @@
 //!
 //! usage: latency-probe --port 8080 [--host 127.0.0.1] [--path /stream]
 //!            [--method GET] [--header 'Name: value']... [--tokens-file FILE]
-//!            [--rate 1000] [--seconds 5] [--connections 8] [--expect 200]
-//!            [--timeout 5]
+//!            [--rate 1000] [--seconds 5] [--warmup 0] [--connections 8]
+//!            [--expect 200] [--timeout 5]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -50,7 +60,7 @@ use tokio::task::JoinSet;
 
 const USAGE: &str = "usage: latency-probe --port PORT [--host 127.0.0.1] [--path /] [--method GET]
            [--header 'Name: value']... [--tokens-file FILE] [--rate 1000]
-           [--seconds 5] [--connections 8] [--expect 200] [--timeout 5]";
+           [--seconds 5] [--warmup 0] [--connections 8] [--expect 200] [--timeout 5]";
 
 /// Extra connections a burst may open: at most this many times `--connections`.
 const MAX_CONNECTIONS_FACTOR: usize = 4;
@@ -66,6 +76,7 @@ struct Args {
     tokens_file: Option<String>,
     rate: f64,
     seconds: f64,
+    warmup: f64,
     connections: usize,
     expect: u16,
     timeout: f64,
@@ -81,6 +92,7 @@ fn parse_args() -> Result<Option<Args>> {
         tokens_file: None,
         rate: 1000.0,
         seconds: 5.0,
+        warmup: 0.0,
         connections: 8,
         expect: 200,
         timeout: 5.0,
@@ -110,6 +122,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--tokens-file" => a.tokens_file = Some(value()?),
             "--rate" => a.rate = num(&flag, &value()?)?,
             "--seconds" => a.seconds = num(&flag, &value()?)?,
+            "--warmup" => a.warmup = num(&flag, &value()?)?,
             "--connections" => a.connections = num(&flag, &value()?)?,
             "--expect" => a.expect = num(&flag, &value()?)?,
             "--timeout" => a.timeout = num(&flag, &value()?)?,
@@ -120,6 +133,9 @@ fn parse_args() -> Result<Option<Args>> {
     let positive = |x: f64| x.is_finite() && x > 0.0;
     if !positive(a.rate) || !positive(a.seconds) || !positive(a.timeout) || a.connections == 0 {
         bail!("rate, seconds, timeout and connections must be positive");
+    }
+    if !(a.warmup.is_finite() && a.warmup >= 0.0) {
+        bail!("warmup must be zero or positive");
     }
     Ok(Some(a))
 }
@@ -145,6 +161,8 @@ struct Plan {
     expect: StatusCode,
     rate: f64,
     total: usize,
+    /// The first `warm` requests are sent but not measured.
+    warm: usize,
     connections: usize,
     timeout: Duration,
 }
@@ -189,7 +207,8 @@ async fn plan(a: &Args) -> Result<Plan> {
             HeaderValue::from_str(value.trim()).with_context(|| format!("--header {h:?}"))?,
         );
     }
-    let total = (a.rate * a.seconds) as usize;
+    let warm = (a.rate * a.warmup) as usize;
+    let total = warm + (a.rate * a.seconds) as usize;
     let mut bearers = Vec::new();
     if let Some(file) = &a.tokens_file {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
@@ -215,6 +234,7 @@ async fn plan(a: &Args) -> Result<Plan> {
         expect: StatusCode::from_u16(a.expect).context("--expect")?,
         rate: a.rate,
         total,
+        warm,
         connections: a.connections,
         timeout: Duration::from_secs_f64(a.timeout),
     })
@@ -248,12 +268,15 @@ struct Done {
 
 /// What a request task hands back: its outcome and, if still usable, its connection.
 struct Outcome {
+    /// The request's index in the schedule.
+    index: usize,
     sender: Option<Sender>,
     result: std::result::Result<Done, Failure>,
 }
 
 /// One request on `sender`, or on a new connection when `sender` is `None`.
 async fn exchange(
+    index: usize,
     sender: Option<Sender>,
     req: Request<Empty<Bytes>>,
     due: Instant,
@@ -261,6 +284,7 @@ async fn exchange(
     addr: SocketAddr,
 ) -> Outcome {
     let fail = |f| Outcome {
+        index,
         sender: None,
         result: Err(f),
     };
@@ -295,6 +319,7 @@ async fn exchange(
     }
     let latency = ready.elapsed();
     Outcome {
+        index,
         sender: Some(sender),
         result: Ok(Done {
             status,
@@ -309,6 +334,8 @@ struct Tally {
     latencies: Vec<Duration>,
     lags: Vec<Duration>,
     pacer_lags: Vec<Duration>,
+    /// The first request's latency: the server's cold start.
+    first: Option<Duration>,
     ok: usize,
     unexpected: usize,
     connect_errors: usize,
@@ -394,9 +421,12 @@ async fn run(plan: Plan) -> Result<(Tally, Duration)> {
             let (req, due, addr, timeout) =
                 (plan.request(i), plan.due(start, i), plan.addr, plan.timeout);
             tasks.spawn(async move {
-                match tokio::time::timeout(timeout, exchange(sender, req, due, ready, addr)).await {
+                match tokio::time::timeout(timeout, exchange(i, sender, req, due, ready, addr))
+                    .await
+                {
                     Ok(outcome) => outcome,
                     Err(_) => Outcome {
+                        index: i,
                         sender: None,
                         result: Err(Failure::Timeout),
                     },
@@ -424,8 +454,13 @@ async fn run(plan: Plan) -> Result<(Tally, Duration)> {
                         } else {
                             tally.unexpected += 1;
                         }
-                        tally.latencies.push(d.latency);
-                        tally.lags.push(d.lag);
+                        if outcome.index == 0 {
+                            tally.first = Some(d.latency);
+                        }
+                        if outcome.index >= plan.warm {
+                            tally.latencies.push(d.latency);
+                            tally.lags.push(d.lag);
+                        }
                     }
                     Err(Failure::Connect) => tally.connect_errors += 1,
                     Err(Failure::Transport) => tally.transport_errors += 1,
@@ -436,7 +471,9 @@ async fn run(plan: Plan) -> Result<(Tally, Duration)> {
                 Some(i) => {
                     let due = plan.due(start, i);
                     let ready = Instant::now().max(due);
-                    tally.pacer_lags.push(ready - due);
+                    if i >= plan.warm {
+                        tally.pacer_lags.push(ready - due);
+                    }
                     backlog.push_back((i, ready));
                 }
                 None => pacer_done = true,
@@ -479,7 +516,7 @@ fn report(mut t: Tally, elapsed: Duration) -> bool {
     t.lags.sort_unstable();
     t.pacer_lags.sort_unstable();
     let errors = t.errors();
-    let sent = t.latencies.len() + errors;
+    let sent = t.ok + t.unexpected + errors;
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         format!("{:.1}", sent as f64 / secs)
@@ -488,7 +525,7 @@ fn report(mut t: Tally, elapsed: Duration) -> bool {
     };
     let max = t.latencies.last().map_or(f64::NAN, Duration::as_secs_f64);
     println!(
-        "PROBE sent={sent} ok={} unexpected={} errors={errors} rate={rate} p50_us={} p90_us={} p99_us={} max_us={} lag_p99_us={} pacer_lag_p99_us={}",
+        "PROBE sent={sent} ok={} unexpected={} errors={errors} rate={rate} p50_us={} p90_us={} p99_us={} max_us={} lag_p99_us={} pacer_lag_p99_us={} first_us={}",
         t.ok,
         t.unexpected,
         us(percentile(&t.latencies, 50.0)),
@@ -497,6 +534,7 @@ fn report(mut t: Tally, elapsed: Duration) -> bool {
         us(max),
         us(percentile(&t.lags, 99.0)),
         us(percentile(&t.pacer_lags, 99.0)),
+        us(t.first.map_or(f64::NAN, |d| d.as_secs_f64())),
     );
     if errors > 0 {
         eprintln!(

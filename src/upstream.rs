@@ -261,6 +261,150 @@ impl Drop for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A connection whose peer has closed it, as the client side sees it
+    /// before its connection task has run: reads block until `closed` is set
+    /// (without a wake-up, as when the FIN is in but not yet seen), then end;
+    /// writes are counted.
+    struct ClosingIo {
+        closed: Arc<AtomicBool>,
+        written: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for ClosingIo {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if self.closed.load(Ordering::SeqCst) {
+                Poll::Ready(Ok(())) // end of stream
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl AsyncWrite for ClosingIo {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.fetch_add(buf.len(), Ordering::SeqCst);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A `Request<Incoming>` with a body, as the proxy gets it: only hyper's
+    /// server makes one, so a loopback server hands over what it receives.
+    async fn incoming_post(body: &str) -> Request<Incoming> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (done, wait) = oneshot::channel::<()>();
+                let _ = tx.send((req, done));
+                async move {
+                    let _ = wait.await;
+                    Ok::<_, std::convert::Infallible>(Response::new(
+                        http_body_util::Empty::<Bytes>::new(),
+                    ))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(
+                format!(
+                    "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let (req, done) = rx.recv().await.unwrap();
+        // Keep the client's connection (the body's source) open for the test.
+        tokio::spawn(async move {
+            let _client = client;
+            let _ = done;
+            std::future::pending::<()>().await
+        });
+        req
+    }
+
+    /// The race the resend rule exists for: the upstream has closed a kept-alive
+    /// connection, but its task has not seen the end yet when a request takes
+    /// it. hyper hands the request back unwritten; it goes out once, on a new
+    /// connection.
+    #[tokio::test]
+    async fn a_request_handed_back_unwritten_goes_once_on_a_new_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let received = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"hello") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request was cut short");
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let upstream = Upstream::new(&base, Duration::from_secs(5)).unwrap();
+
+        // A kept-alive connection, idle and ready on the free list.
+        let (closed, written) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let io = ClosingIo {
+            closed: closed.clone(),
+            written: written.clone(),
+        };
+        let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await.unwrap();
+        tokio::spawn(conn);
+        sender.ready().await.unwrap();
+        upstream.pool.put_back(sender, Instant::now());
+        // The upstream closes it; the connection task has not looked yet.
+        closed.store(true, Ordering::SeqCst);
+
+        let req = incoming_post("hello").await;
+        let resp = tokio::time::timeout(Duration::from_secs(5), upstream.send(req, "/upload"))
+            .await
+            .expect("the request was not resent")
+            .expect("the request failed");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            written.load(Ordering::SeqCst),
+            0,
+            "bytes went to the closed connection"
+        );
+        let seen = received.await.unwrap();
+        assert!(seen.starts_with("POST /upload HTTP/1.1\r\n"), "{seen}");
+        assert_eq!(seen.matches("POST").count(), 1);
+    }
 
     #[tokio::test]
     async fn connections_idle_past_the_timeout_are_closed_not_reused() {

@@ -125,7 +125,8 @@ impl ApiError {
             );
         }
         if let Some(id) = request_id {
-            resp.headers_mut().insert("x-request-id", id.clone());
+            resp.headers_mut()
+                .insert(crate::forward::REQUEST_ID_NAME, id.clone());
         }
         resp
     }

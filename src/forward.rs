@@ -136,7 +136,7 @@ const USER_ID_NAME: HeaderName = HeaderName::from_static(USER_ID_HEADER);
 const ORG_ID_NAME: HeaderName = HeaderName::from_static(ORG_ID_HEADER);
 const ROLE_NAME: HeaderName = HeaderName::from_static(ROLE_HEADER);
 const CREDENTIAL_NAME: HeaderName = HeaderName::from_static(CREDENTIAL_HEADER);
-const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+pub const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -626,7 +626,7 @@ pub(crate) async fn forward_as(
         .metrics
         .observe(Stage::Upstream, started.elapsed().as_secs_f64());
     resp.headers_mut()
-        .insert(forward::REQUEST_ID_HEADER, request_id.clone());
+        .insert(forward::REQUEST_ID_NAME, request_id.clone());
     Ok(resp.map(Either::Left))
 }
 

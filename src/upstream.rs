@@ -94,8 +94,15 @@ impl Upstream {
         mut req: Request<Incoming>,
         path_and_query: &str,
     ) -> Result<Response<UpstreamBody>, ApiError> {
-        *req.uri_mut() = Uri::try_from(path_and_query)
-            .map_err(|e| ApiError::Internal(format!("bad upstream uri: {e}")))?;
+        // Most requests arrive in origin form with a path already normal: the
+        // URI hyper parsed is then the one to send, and parsing it again (with
+        // its allocation) is skipped.
+        let unchanged = req.uri().scheme().is_none()
+            && req.uri().path_and_query().map(|pq| pq.as_str()) == Some(path_and_query);
+        if !unchanged {
+            *req.uri_mut() = Uri::try_from(path_and_query)
+                .map_err(|e| ApiError::Internal(format!("bad upstream uri: {e}")))?;
+        }
         // Framing is hyper's job on the way out: it derives Content-Length or
         // chunked encoding from the body, so no client-sent framing header travels
         // (a request with both CL and TE was already decoded by TE).

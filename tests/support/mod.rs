@@ -34,6 +34,8 @@ pub struct Seen {
     pub method: String,
     /// The raw request target (path and query) as it arrived.
     pub target: String,
+    /// The whole request target: differs from `target` in absolute form.
+    pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -64,6 +66,7 @@ impl Echo {
                         let s = s.clone();
                         async move {
                             let method = req.method().to_string();
+                            let uri = req.uri().to_string();
                             let target = req
                                 .uri()
                                 .path_and_query()
@@ -79,6 +82,7 @@ impl Echo {
                             s.lock().unwrap().push(Seen {
                                 method,
                                 target,
+                                uri,
                                 headers,
                                 body,
                             });

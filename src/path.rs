@@ -13,6 +13,8 @@
 //!   servers disagree on how to read them;
 //! - other percent-encodings stay as sent (stream names may contain them).
 
+use std::borrow::Cow;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("path does not start with `/`")]
@@ -39,15 +41,16 @@ impl PathError {
     }
 }
 
-/// Normalise a request path (without its query). Returns the path to match and forward.
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// Normalise a request path (without its query). Returns the path to match
+/// and forward: borrowed when it was normal already, as most paths are.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     check_bytes(raw.as_bytes())?;
     // Fast path: most paths are already normal; avoid building segments.
     if is_normal(raw) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let mut segments: Vec<&str> = Vec::new();
     for seg in raw.split('/') {
@@ -69,7 +72,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if out.is_empty() {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 fn is_normal(raw: &str) -> bool {

@@ -6,6 +6,7 @@
 //!
 //! Every step that fails answers with an [`ApiError`]; nothing fails open.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -470,15 +471,20 @@ async fn handle_inner(
     }
     let client_ip =
         crate::client_addr::client_ip(peer.ip(), req.headers(), &state.settings.trusted_proxies);
-    let path = path::normalize(req.uri().path()).map_err(|e| ApiError::BadRequest {
+    // A clone of the URI (a reference count) lets the path and query borrow
+    // from it while `req` moves on: a normal path, the common case, then costs
+    // no allocation here.
+    let uri = req.uri().clone();
+    let path = path::normalize(uri.path()).map_err(|e| ApiError::BadRequest {
         reason: e.reason(),
         message: format!("Invalid request path: {e}"),
         userinfo: serde_json::json!({}),
     })?;
-    let query = req.uri().query().map(str::to_owned);
-    let path_and_query = match &query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
+    let query = uri.query();
+    let path_and_query: Cow<'_, str> = match (&path, query) {
+        (Cow::Borrowed(_), _) => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+        (Cow::Owned(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
+        (Cow::Owned(p), None) => Cow::Owned(p.clone()),
     };
     if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
         let len: u64 = len
@@ -551,7 +557,7 @@ async fn handle_inner(
         state,
         req.method().as_str(),
         &path,
-        query.as_deref(),
+        query,
         req.headers(),
         client_ip,
         request_id,
@@ -574,7 +580,7 @@ async fn handle_inner(
         caller,
         request_id: request_id.clone(),
         client_ip,
-        path,
+        path: path.into_owned(),
         route,
         params,
         snapshot,

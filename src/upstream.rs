@@ -13,7 +13,8 @@
 //! Idle connections are not reaped by a timer: the upstream closes the ones it
 //! no longer wants (its keep-alive timeout), their tasks end, and the dead
 //! handles are dropped at the next checkout; handles idle for longer than
-//! [`IDLE_TIMEOUT`] are closed at the next checkout or put-back, never reused.
+//! [`IDLE_TIMEOUT`] are never reused, and are closed a few at a time
+//! ([`CLOSE_PER_CALL`]) at checkouts and put-backs.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +36,11 @@ use crate::forward::strip_hop_by_hop;
 const MAX_IDLE: usize = 256;
 /// A connection idle for longer is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Expired handles closed per checkout or put-back. A load burst leaves many
+/// connections that expire together; closing them all in front of one request
+/// put tens of socket closes on its thread. Those not closed yet are never
+/// handed out (see `checkout`).
+const CLOSE_PER_CALL: usize = 4;
 
 /// The upstream every allowed request goes to. Cloning shares the connections.
 #[derive(Clone)]
@@ -58,11 +64,14 @@ struct Idle {
     since: Instant,
 }
 
-/// Close the handles idle past [`IDLE_TIMEOUT`] at `now`: a prefix of the
-/// list, which is oldest first.
-fn drop_expired(idle: &mut Vec<Idle>, now: Instant) {
+/// Close up to [`CLOSE_PER_CALL`] of the handles idle past [`IDLE_TIMEOUT`] at
+/// `now` (a prefix of the list, which is oldest first); returns how many
+/// expired handles are left at the front.
+fn drop_expired(idle: &mut Vec<Idle>, now: Instant) -> usize {
     let n = idle.partition_point(|i| now.duration_since(i.since) > IDLE_TIMEOUT);
-    idle.drain(..n);
+    let closed = n.min(CLOSE_PER_CALL);
+    idle.drain(..closed);
+    n - closed
 }
 
 impl Upstream {
@@ -157,16 +166,17 @@ impl Upstream {
 
 impl Pool {
     /// The most recently used idle handle that is ready for a request.
-    /// Closed handles and those idle past [`IDLE_TIMEOUT`] are dropped. A
+    /// Closed handles are dropped; those idle past [`IDLE_TIMEOUT`] are
+    /// skipped, and closed a few at a time (`drop_expired`). A
     /// handle not ready yet stays on the list: its connection is still
     /// finishing an exchange (an upstream that answered before reading the
     /// whole request body is still being sent the rest), and a request must
     /// not wait on someone else's upload.
     fn checkout(&self, now: Instant) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        drop_expired(&mut idle, now);
+        let expired = drop_expired(&mut idle, now);
         let mut i = idle.len();
-        while i > 0 {
+        while i > expired {
             i -= 1;
             if idle[i].sender.is_closed() {
                 idle.remove(i);
@@ -447,6 +457,45 @@ mod tests {
             .checkout(t2 + IDLE_TIMEOUT + Duration::from_secs(1))
             .is_none());
         assert!(since(&pool).is_empty());
+        held.abort();
+    }
+
+    /// A burst leaves many connections that expire together: each checkout
+    /// closes a few of them, and none is handed out meanwhile.
+    #[tokio::test]
+    async fn expired_connections_are_closed_a_few_per_call_and_never_lent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let pool = Upstream::new(&base, Duration::from_secs(5)).unwrap().pool;
+        let len = |pool: &Pool| pool.idle.lock().unwrap().len();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            let mut sender = pool.connect().await.unwrap();
+            sender.ready().await.unwrap();
+            pool.put_back(sender, t0);
+        }
+        let later = t0 + IDLE_TIMEOUT + Duration::from_secs(1);
+        assert!(
+            pool.checkout(later).is_none(),
+            "an expired connection was lent"
+        );
+        assert_eq!(len(&pool), 10 - CLOSE_PER_CALL);
+        // A connection put back now is the one lent, expired ones remaining.
+        let mut fresh = pool.connect().await.unwrap();
+        fresh.ready().await.unwrap();
+        pool.put_back(fresh, later);
+        assert_eq!(len(&pool), 10 - 2 * CLOSE_PER_CALL + 1);
+        assert!(pool.checkout(later).is_some());
+        assert!(pool.checkout(later).is_none());
+        assert_eq!(len(&pool), 0);
         held.abort();
     }
 }

@@ -62,7 +62,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
 
     /// The value for `key`: from `cached` (checked under the lock, so a read
     /// that finished a moment ago is seen rather than repeated), from a read
-    /// of the same `epoch` already under way, or from `read`, run here.
+    /// already under way that began in `epoch` or later, or from `read`, run
+    /// here.
     ///
     /// `read` must put its value in the cache before returning: a flight
     /// leaves the map after its read returns, and a later miss relies on the

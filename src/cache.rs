@@ -11,6 +11,8 @@
 //! (bounded in count, short-lived, dropped when a user with that id is created)
 //! so a flood of made-up `kid`s does not become a flood of store queries.
 
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -101,24 +103,6 @@ pub struct Lookup<T> {
     pub source: Source,
 }
 
-impl<T> Lookup<T> {
-    fn from_read(
-        (read, source): (Result<Option<T>, StoreError>, Source),
-    ) -> Result<Self, StoreError> {
-        Ok(Lookup {
-            value: read?,
-            source,
-        })
-    }
-
-    fn cached(value: Option<T>) -> Result<Self, StoreError> {
-        Ok(Lookup {
-            value,
-            source: Source::Cached,
-        })
-    }
-}
-
 impl PrincipalCache {
     pub fn new(store: SharedStore, master: Arc<[u8]>, settings: CacheSettings) -> Self {
         // Key lookups cache `None` too, with the (shorter) negative lifetime.
@@ -186,19 +170,51 @@ impl PrincipalCache {
         })
     }
 
-    /// The user a token's `kid` names. `None`: no such user (possibly a cached answer).
-    pub async fn user(&self, id: &str) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
-        if let Some(v) = self.cached_user(id) {
-            return Lookup::cached(v);
+    /// One lookup through a cache: `cached` answers from it (`Some(answer)`,
+    /// the answer possibly "none"); on a miss, one store read per key at a
+    /// time (`single_flight`) runs `read` with the invalidation epoch it
+    /// started in, which `read` passes to `keep_if_current` after caching
+    /// its answer.
+    async fn look_up<K, T, Fut>(
+        &self,
+        flights: &Flights<K, Result<Option<T>, StoreError>>,
+        key: impl FnOnce() -> K,
+        cached: impl Fn() -> Option<Option<T>>,
+        read: impl FnOnce(u64) -> Fut,
+    ) -> Result<Lookup<T>, StoreError>
+    where
+        K: Hash + Eq + Clone,
+        T: Clone,
+        Fut: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        if let Some(value) = cached() {
+            return Ok(Lookup {
+                value,
+                source: Source::Cached,
+            });
         }
         let seen = self.epoch();
-        let read = self.user_reads.get(
-            Arc::from(id),
-            seen,
-            || self.cached_user(id).map(Ok),
-            || async move {
-                let found = self.store.user(id).await?;
-                Ok(match found {
+        let (read, source) = flights
+            .get(key(), seen, || cached().map(Ok), || read(seen))
+            .await;
+        Ok(Lookup {
+            value: read?,
+            source,
+        })
+    }
+
+    /// The user a token's `kid` names. `None`: no such user (possibly a cached answer).
+    pub async fn user(&self, id: &str) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
+        let cached = || match self.users.get(id) {
+            Some(v) => Some(Some(v)),
+            None => self.unknown_users.contains_key(id).then_some(None),
+        };
+        self.look_up(
+            &self.user_reads,
+            || Arc::from(id),
+            cached,
+            |seen| async move {
+                Ok(match self.store.user(id).await? {
                     Some(u) => {
                         let entry = self.entry(&u);
                         self.users.insert(entry.id.clone(), entry.clone());
@@ -212,31 +228,19 @@ impl PrincipalCache {
                     }
                 })
             },
-        );
-        Lookup::from_read(read.await)
-    }
-
-    /// What the cache holds for a user id: `Some(Some(_))` a user,
-    /// `Some(None)` a remembered "no such user", `None` nothing.
-    fn cached_user(&self, id: &str) -> Option<Option<Arc<CachedUser>>> {
-        if let Some(v) = self.users.get(id) {
-            return Some(Some(v));
-        }
-        self.unknown_users.contains_key(id).then_some(None)
+        )
+        .await
     }
 
     /// The organisation an API key belongs to.
     pub async fn api_key(&self, key: &str) -> Result<Lookup<CachedKey>, StoreError> {
         let hash = key_hash(key);
-        if let Some(v) = self.api_keys.get(&hash) {
-            return Lookup::cached(v);
-        }
-        let seen = self.epoch();
-        let read = self.api_key_reads.get(
-            hash,
-            seen,
-            || self.api_keys.get(&hash).map(Ok),
-            || async move {
+        let cached = || self.api_keys.get(&hash);
+        self.look_up(
+            &self.api_key_reads,
+            || hash,
+            cached,
+            |seen| async move {
                 let value = self
                     .store
                     .org_by_api_key_hash(&hash)
@@ -248,21 +252,18 @@ impl PrincipalCache {
                 self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
                 Ok(value)
             },
-        );
-        Lookup::from_read(read.await)
+        )
+        .await
     }
 
     /// The organisation a player key belongs to.
     pub async fn player_key(&self, key: &str) -> Result<Lookup<CachedKey>, StoreError> {
-        if let Some(v) = self.player_keys.get(key) {
-            return Lookup::cached(v);
-        }
-        let seen = self.epoch();
-        let read = self.player_key_reads.get(
-            Arc::from(key),
-            seen,
-            || self.player_keys.get(key).map(Ok),
-            || async move {
+        let cached = || self.player_keys.get(key);
+        self.look_up(
+            &self.player_key_reads,
+            || Arc::from(key),
+            cached,
+            |seen| async move {
                 let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
                     org: Arc::from(o.id.as_str()),
                 });
@@ -270,8 +271,8 @@ impl PrincipalCache {
                 self.keep_if_current(seen, || self.player_keys.invalidate(key));
                 Ok(value)
             },
-        );
-        Lookup::from_read(read.await)
+        )
+        .await
     }
 
     /// Drop what is cached for a user (after a change to them, or their creation,

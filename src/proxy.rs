@@ -484,7 +484,7 @@ async fn handle_inner(
     let path_and_query: Cow<'_, str> = match (&path, query) {
         (Cow::Borrowed(_), _) => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
         (Cow::Owned(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
-        (Cow::Owned(p), None) => Cow::Owned(p.clone()),
+        (Cow::Owned(p), None) => Cow::Borrowed(p.as_str()),
     };
     if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
         let len: u64 = len

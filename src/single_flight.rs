@@ -14,6 +14,10 @@
 //!   request leading the read is dropped (its client went away), one of the
 //!   waiters runs its own read, so nobody waits on a read no one is doing.
 //!
+//! moka's own `get_with` coalesces loads too, but a load under way there is
+//! joined by every later miss, including one that arrived after the
+//! invalidation the load predates: it cannot keep the epoch rule.
+//!
 //! A failed read is shared like a value: during a store outage the waiters get
 //! the leader's error at once instead of queueing their own timeouts one by one.
 

@@ -423,8 +423,9 @@ mod tests {
         assert_eq!(seen.matches("POST").count(), 1);
     }
 
-    #[tokio::test]
-    async fn connections_idle_past_the_timeout_are_closed_not_reused() {
+    /// A pool whose upstream accepts connections and holds them open, silent:
+    /// enough for tests of the free list itself. Abort the task when done.
+    async fn pool_to_a_silent_upstream() -> (Arc<Pool>, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base: Uri = format!("http://{}", listener.local_addr().unwrap())
             .parse()
@@ -436,6 +437,12 @@ mod tests {
             }
         });
         let pool = Upstream::new(&base, Duration::from_secs(5)).unwrap().pool;
+        (pool, held)
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_not_reused() {
+        let (pool, held) = pool_to_a_silent_upstream().await;
         let since = |pool: &Pool| -> Vec<Instant> {
             let idle = pool.idle.lock().unwrap();
             idle.iter().map(|i| i.since).collect()
@@ -464,17 +471,7 @@ mod tests {
     /// closes a few of them, and none is handed out meanwhile.
     #[tokio::test]
     async fn expired_connections_are_closed_a_few_per_call_and_never_lent() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base: Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
-        let held = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                held.push(s);
-            }
-        });
-        let pool = Upstream::new(&base, Duration::from_secs(5)).unwrap().pool;
+        let (pool, held) = pool_to_a_silent_upstream().await;
         let len = |pool: &Pool| pool.idle.lock().unwrap().len();
         let t0 = Instant::now();
         for _ in 0..10 {

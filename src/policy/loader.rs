@@ -115,10 +115,7 @@ fn problems_of(file: &SourceFile, d: &dyn Diagnostic, message: String) -> Proble
 /// (Kubernetes ConfigMap mounts hold `..data` links and timestamped `..`
 /// directories).
 fn input_names(dir: &Path, ext: &str) -> Result<Vec<String>, LoadError> {
-    let io = |e: std::io::Error| LoadError::Io {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
+    let io = io_error(dir);
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -146,11 +143,16 @@ fn read_dir_files(dir: &Path, ext: &str) -> Result<Vec<SourceFile>, LoadError> {
         .collect()
 }
 
-fn read_file(path: &Path) -> Result<SourceFile, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+/// An I/O failure on `path`, as a load error naming it.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> LoadError + Copy + '_ {
+    move |e| LoadError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
-    })?;
+    }
+}
+
+fn read_file(path: &Path) -> Result<SourceFile, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
     Ok(SourceFile {
         name: path.display().to_string(),
         text,
@@ -271,10 +273,7 @@ fn fingerprint_as_of(source: &PolicySource, now: SystemTime) -> Result<Fingerpri
     for (dir, ext) in inputs(source) {
         for name in input_names(dir, ext)? {
             let path = dir.join(name);
-            let meta = std::fs::metadata(&path).map_err(|e| LoadError::Io {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
             let modified = meta.modified().ok();
             #[cfg(unix)]
             let identity = {

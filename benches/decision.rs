@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
-use rolegate::cache::{CacheSettings, PrincipalCache};
-use rolegate::credential::{self, CredentialKind};
-use rolegate::policy::entities::{self, RequestFacts};
-use rolegate::policy::{PolicySource, PolicyStore};
+use rolegate::authn::cache::{CacheSettings, PrincipalCache};
+use rolegate::authn::credential::{self, CredentialKind};
+use rolegate::authn::token;
+use rolegate::authz::entities::{self, RequestFacts};
+use rolegate::authz::{PolicySource, PolicyStore};
 use rolegate::store::{NewUser, SharedStore};
-use rolegate::token;
 
 const MASTER: &[u8] = b"bench-master-secret-0123456789abcdef0123";
 
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
         leeway_secs: 30,
     };
     let secret = token::derive_secret(MASTER, &user.id, &user.token_key);
-    let now = rolegate::proxy::unix_now();
+    let now = rolegate::clock::unix_now();
     let t = token::mint(&settings, &user.id, &secret, now).unwrap();
     let key = token::VerifyKey::new(&secret);
     let cache = PrincipalCache::new(
@@ -153,7 +153,7 @@ fn bench(c: &mut Criterion) {
     };
     let action = snap.action("getStream").unwrap().clone();
     let cached = rt.block_on(cache.user(&user.id)).unwrap().value.unwrap();
-    let caller = rolegate::proxy::Caller {
+    let caller = rolegate::authn::principal::Caller {
         kind: CredentialKind::UserToken,
         user_id: Some(cached.id.clone()),
         org: Some(cached.org.clone()),
@@ -166,7 +166,7 @@ fn bench(c: &mut Criterion) {
             let r = entities::resource("Stream", "abc", &org.org.id);
             snap.decide_as(
                 Some("nanoUser"),
-                caller.entity(),
+                rolegate::authz::decide::principal_entity(&caller),
                 &action,
                 r,
                 snap.context(&facts),
@@ -176,8 +176,8 @@ fn bench(c: &mut Criterion) {
     });
     // What the proxy does for a decision it has made before: the snapshot's
     // decision cache answers (key built from the request's strings).
-    let decide = |snap: &rolegate::policy::PolicySnapshot| {
-        rolegate::proxy::decide_action(
+    let decide = |snap: &rolegate::authz::PolicySnapshot| {
+        rolegate::authz::decide::decide_action(
             snap,
             &caller,
             "getStream",
@@ -195,11 +195,11 @@ fn bench(c: &mut Criterion) {
     // proxy's `decide_action`. Ids no policy names are abstracted in the
     // decision key, so after the first caller of this shape, every new one is
     // answered from the cache instead of evaluating Cedar.
-    let strangers: Vec<(rolegate::proxy::Caller, String, String)> = (0..100_000)
+    let strangers: Vec<(rolegate::authn::principal::Caller, String, String)> = (0..100_000)
         .map(|i| {
             let org = format!("org-{i:06}");
             (
-                rolegate::proxy::Caller {
+                rolegate::authn::principal::Caller {
                     kind: CredentialKind::UserToken,
                     user_id: Some(Arc::from(format!("user-{i:06}").as_str())),
                     org: Some(Arc::from(org.as_str())),
@@ -215,7 +215,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let (caller, stream, org) = &strangers[next % strangers.len()];
             next += 1;
-            rolegate::proxy::decide_action(
+            rolegate::authz::decide::decide_action(
                 &snap,
                 caller,
                 "getStream",
@@ -235,7 +235,7 @@ fn bench(c: &mut Criterion) {
             custom
                 .decide_as(
                     Some("nanoUser"),
-                    caller.entity(),
+                    rolegate::authz::decide::principal_entity(&caller),
                     &custom_action,
                     r,
                     custom.context(&facts),
@@ -336,13 +336,14 @@ fn bench(c: &mut Criterion) {
             assert!(
                 snap.decide_as(
                     Some(&u.role),
-                    rolegate::proxy::Caller {
-                        kind: CredentialKind::UserToken,
-                        user_id: Some(u.id.clone()),
-                        org: Some(u.org.clone()),
-                        role: Some(u.role.clone()),
-                    }
-                    .entity(),
+                    rolegate::authz::decide::principal_entity(
+                        &rolegate::authn::principal::Caller {
+                            kind: CredentialKind::UserToken,
+                            user_id: Some(u.id.clone()),
+                            org: Some(u.org.clone()),
+                            role: Some(u.role.clone()),
+                        }
+                    ),
                     action,
                     r,
                     snap.context(&facts)

@@ -13,16 +13,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cache::PrincipalCache;
+use crate::authn::cache::PrincipalCache;
+use crate::authn::principal::Caller;
+use crate::authn::token::TokenSettings;
+use crate::authz::entities::RequestFacts;
+use crate::authz::routes::Route;
+use crate::authz::{LoadError, Outcome, PolicySource, PolicyStore};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::policy::entities::RequestFacts;
-use crate::policy::routes::Route;
-use crate::policy::{LoadError, Outcome, PolicySource, PolicyStore};
-use crate::proxy::Caller;
 use crate::store::{self, SharedStore, StoreError};
-use crate::token::TokenSettings;
 use crate::upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ impl AppState {
         }
         // Decided exactly as the live set is, with the shadow snapshot's own
         // decision cache, so shadow mode does not double the evaluation cost.
-        let candidate = crate::proxy::decide_action(
+        let candidate = crate::authz::decide::decide_action(
             &snapshot,
             caller,
             &route.action,

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::app::{self, AppState};
+use crate::authn::token;
+use crate::authz::{loader, LoadError, PolicySource, PolicyStore};
 use crate::cli::{TokenCommand, UserCommand, EXIT_CONFIG, EXIT_INVALID};
 use crate::config::{read_file_config, Overrides, Settings};
-use crate::policy::{loader, LoadError, PolicySource, PolicyStore};
 use crate::store::{self, NewUser, SharedStore, Store};
-use crate::token;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("rolegate: {msg}");
@@ -176,12 +176,11 @@ fn hash_password(password: &str) -> Result<String, ExitCode> {
 }
 
 pub fn mint_for(settings: &Settings, user: &store::User) -> Result<String, token::TokenError> {
-    let secret = token::derive_secret(&settings.master_secret, &user.id, &user.token_key);
-    token::mint(
+    token::mint_for_user(
         &settings.token_settings(),
-        &user.id,
-        &secret,
-        crate::proxy::unix_now(),
+        &settings.master_secret,
+        user,
+        crate::clock::unix_now(),
     )
 }
 

@@ -445,8 +445,8 @@ impl Settings {
         })
     }
 
-    pub fn token_settings(&self) -> crate::token::TokenSettings {
-        crate::token::TokenSettings {
+    pub fn token_settings(&self) -> crate::authn::token::TokenSettings {
+        crate::authn::token::TokenSettings {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             ttl_secs: self.token_ttl.as_secs(),
@@ -454,8 +454,8 @@ impl Settings {
         }
     }
 
-    pub fn cache_settings(&self) -> crate::cache::CacheSettings {
-        crate::cache::CacheSettings {
+    pub fn cache_settings(&self) -> crate::authn::cache::CacheSettings {
+        crate::authn::cache::CacheSettings {
             ttl: self.cache_ttl,
             capacity: self.cache_capacity,
             negative_ttl: self.negative_cache_ttl,
@@ -463,8 +463,8 @@ impl Settings {
         }
     }
 
-    pub fn policy_source(&self) -> crate::policy::PolicySource {
-        crate::policy::PolicySource {
+    pub fn policy_source(&self) -> crate::authz::PolicySource {
+        crate::authz::PolicySource {
             policies_dir: self.policies_dir.clone(),
             schema_dir: self.schema_dir.clone(),
         }

@@ -11,9 +11,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::credential::CredentialError;
+use crate::authn::credential::CredentialError;
+use crate::authn::token::TokenError;
 use crate::store::StoreError;
-use crate::token::TokenError;
 
 /// The body type rolegate answers with when it answers itself.
 pub type LocalBody = Full<Bytes>;

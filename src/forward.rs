@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::credential::{API_KEY_HEADER, PLAYER_KEY_HEADER, TOKEN_HEADER};
+use crate::authn::credential::{API_KEY_HEADER, PLAYER_KEY_HEADER, TOKEN_HEADER};
 
 pub const USER_ID_HEADER: &str = "x-rolegate-user-id";
 pub const ORG_ID_HEADER: &str = "x-rolegate-org-id";

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use crate::app::AppState;
 use crate::error::{empty_response, ApiError, LocalBody};
 use crate::forward::{self, Identity};
-use crate::path;
+use crate::request::path;
 
 pub const PATH: &str = "/_rolegate/forward-auth";
 

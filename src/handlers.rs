@@ -9,26 +9,27 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::AppState;
+use crate::authz::routes::Endpoint;
 use crate::error::{ApiError, LocalBody};
 use crate::proxy::{ProxyBody, RequestCtx};
 
 pub async fn dispatch(
     state: &Arc<AppState>,
     ctx: RequestCtx,
+    endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
-    // Playback endpoints (issue 6) live in their own module and match block.
-    if ctx.route.handler.starts_with("playback.") {
-        if let Some(resp) = crate::playback::dispatch(state, &ctx, req).await {
-            return resp;
+    let answered = match endpoint {
+        Endpoint::PlaybackIssue
+        | Endpoint::PlaybackVerify
+        | Endpoint::PlaybackRevoke
+        | Endpoint::PlaybackJwks
+        | Endpoint::PlaybackKeyRotate => {
+            crate::playback::dispatch(state, &ctx, endpoint, req).await
         }
-        return Err(ApiError::NotFound("endpoint"));
-    }
-    if let Some(resp) = crate::users::dispatch(state, &ctx, req).await {
-        return resp;
-    }
-    tracing::debug!(handler = %ctx.route.handler, "no handler for route");
-    Err(ApiError::NotFound("endpoint"))
+        _ => crate::users::dispatch(state, &ctx, endpoint, req).await,
+    };
+    answered.unwrap_or(Err(ApiError::NotFound("endpoint")))
 }
 
 /// A request on the guarded playback prefix.

@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use crate::app::AppState;
-use crate::cache::PrincipalCache;
+use crate::authn::cache::PrincipalCache;
 use crate::store::Change;
 
 /// Apply announcements until shutdown or until the store goes away.

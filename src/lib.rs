@@ -7,12 +7,12 @@
 //! failures become responses.
 
 pub mod app;
+pub mod authn;
+pub mod authz;
 pub mod bootstrap;
-pub mod cache;
 pub mod cli;
-pub mod client_addr;
+pub mod clock;
 pub mod config;
-pub mod credential;
 pub mod demo;
 pub mod error;
 pub mod forward;
@@ -21,15 +21,12 @@ pub mod handlers;
 pub mod invalidation;
 pub mod metrics;
 pub mod ops;
-pub mod path;
 pub mod playback;
-pub mod policy;
 pub mod proxy;
 pub mod reload;
-pub mod single_flight;
+pub mod request;
 pub mod store;
 pub mod telemetry;
-pub mod token;
 pub mod tools;
 pub mod upstream;
 pub mod users;

@@ -29,13 +29,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::credential::CredentialKind;
+use crate::authn::credential::CredentialKind;
+use crate::authz::entities::{self, PlaybackFacts, RequestFacts};
+use crate::authz::routes::Endpoint;
+use crate::authz::{Outcome, PolicySnapshot};
+use crate::clock::unix_now;
 use crate::error::{empty_response, json_response, ApiError, LocalBody};
 use crate::forward::Identity;
 use crate::handlers::read_json;
-use crate::policy::entities::{self, PlaybackFacts, RequestFacts};
-use crate::policy::{Outcome, PolicySnapshot};
-use crate::proxy::{unix_now, ProxyBody, RequestCtx};
+use crate::proxy::{ProxyBody, RequestCtx};
 use crate::store::{NewAudit, PlaybackKey, StoreError};
 
 /// The `typ` only playback tokens carry; API tokens use `bintu-api+jwt`.
@@ -128,14 +130,15 @@ pub struct Claims {
 pub async fn dispatch(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
+    endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Option<Result<Response<LocalBody>, ApiError>> {
-    let out = match ctx.route.handler.as_str() {
-        "playback.issue" => issue(state, ctx, req).await,
-        "playback.verify" => verify_endpoint(state, req).await,
-        "playback.revoke" => revoke(state, ctx, req).await,
-        "playback.jwks" => jwks(state).await,
-        "playback.key.rotate" => rotate(state, ctx).await,
+    let out = match endpoint {
+        Endpoint::PlaybackIssue => issue(state, ctx, req).await,
+        Endpoint::PlaybackVerify => verify_endpoint(state, req).await,
+        Endpoint::PlaybackRevoke => revoke(state, ctx, req).await,
+        Endpoint::PlaybackJwks => jwks(state).await,
+        Endpoint::PlaybackKeyRotate => rotate(state, ctx).await,
         _ => return None,
     };
     Some(out)

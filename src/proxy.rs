@@ -12,86 +12,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use cedar_policy::Entity;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::app::AppState;
-use crate::credential::{self, Credential, CredentialKind};
+use crate::authn::credential::{self, Credential, CredentialKind};
+use crate::authn::principal::Caller;
+use crate::authn::single_flight::Source;
+use crate::authn::token;
+use crate::authz::decide::{decide_action, log_deny};
+use crate::authz::entities::RequestFacts;
+use crate::authz::routes::{Handler, ResourceId, Route};
+use crate::authz::PolicySnapshot;
 use crate::error::{ApiError, LocalBody};
 use crate::forward::{self, Identity};
 use crate::metrics::Stage;
-use crate::path;
-use crate::policy::decisions::{self, DecisionInputs};
-use crate::policy::entities::{self, RequestFacts};
-use crate::policy::routes::{ResourceId, Route};
-use crate::policy::{Outcome, PolicySnapshot};
-use crate::single_flight::Source;
-use crate::token;
+use crate::request::path;
 use crate::upstream::UpstreamBody;
 
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
-
-/// The authenticated caller of a request.
-#[derive(Clone)]
-pub struct Caller {
-    pub kind: CredentialKind,
-    pub user_id: Option<Arc<str>>,
-    pub org: Option<Arc<str>>,
-    /// The current role (users), `nanoAdmin` (API key), or none.
-    pub role: Option<Arc<str>>,
-}
-
-impl Caller {
-    pub fn anonymous() -> Self {
-        Caller {
-            kind: CredentialKind::Anonymous,
-            user_id: None,
-            org: None,
-            role: None,
-        }
-    }
-
-    /// The caller as a Cedar principal. Built when a decision is evaluated,
-    /// not kept per cache entry: decisions are mostly answered from the
-    /// decision cache, and an `Entity` per cached user (attribute map,
-    /// ancestor set) costs ~2 KiB, which 100,000 cached users would feel.
-    pub fn entity(&self) -> Entity {
-        let org = self.org.as_deref().unwrap_or("");
-        match self.kind {
-            CredentialKind::UserToken => entities::user(
-                self.user_id.as_deref().unwrap_or(""),
-                self.role.as_deref().unwrap_or(""),
-                org,
-            ),
-            CredentialKind::ApiKey => entities::api_key(org),
-            CredentialKind::PlayerKey => entities::player_key(org),
-            CredentialKind::Anonymous => entities::anonymous(),
-        }
-    }
-
-    /// The principal's entity type and id, as `entity()` builds them.
-    fn principal_key(&self) -> (&'static str, &str) {
-        let org = self.org.as_deref().unwrap_or("");
-        match self.kind {
-            CredentialKind::UserToken => ("User", self.user_id.as_deref().unwrap_or("")),
-            CredentialKind::ApiKey => ("ApiKey", org),
-            CredentialKind::PlayerKey => ("PlayerKey", org),
-            CredentialKind::Anonymous => ("Anonymous", "anonymous"),
-        }
-    }
-
-    /// A name for audit records: the user id, or the key that acted.
-    pub fn actor(&self) -> String {
-        match (&self.user_id, &self.org, self.kind) {
-            (Some(u), _, _) => format!("user:{u}"),
-            (None, Some(o), CredentialKind::ApiKey) => format!("apikey:{o}"),
-            (None, Some(o), CredentialKind::PlayerKey) => format!("playerkey:{o}"),
-            _ => "anonymous".to_owned(),
-        }
-    }
-}
 
 /// Everything a local handler gets about the request it answers.
 pub struct RequestCtx {
@@ -157,96 +97,6 @@ impl RequestCtx {
     }
 }
 
-/// The route-level decision, as a pure function of the snapshot: the proxy, `rolegate test`
-/// and `rolegate explain` all decide through it, so the tools cannot drift from the proxy.
-pub fn decide_action(
-    snapshot: &PolicySnapshot,
-    caller: &Caller,
-    action: &str,
-    resource_type: &str,
-    resource_id: &str,
-    resource_org: &str,
-    facts: &RequestFacts<'_>,
-) -> Arc<Outcome> {
-    let Some(action_uid) = snapshot.action(action) else {
-        return Arc::new(Outcome {
-            allowed: false,
-            policies: vec![],
-            errors: vec![format!("unknown action `{action}`")],
-        });
-    };
-    // The key holds every input the principal, resource and context are
-    // built from (`Caller::entity` is built from its kind, id, role and org),
-    // ids abstracted unless a policy names them (see `decisions`).
-    let (principal_type, principal_id) = caller.principal_key();
-    let looked_up = snapshot.decisions.lookup(|k| {
-        decisions::write_key(
-            k,
-            &DecisionInputs {
-                action,
-                principal_type,
-                principal_id,
-                role: caller.role.as_deref(),
-                org: caller.org.as_deref(),
-                resource_type,
-                resource_id,
-                resource_org,
-                facts,
-            },
-            snapshot.context_needs,
-            &snapshot.named_ids,
-        )
-    });
-    let key = match looked_up {
-        Ok(known) => return known,
-        Err(key) => key,
-    };
-    let resource = entities::resource(resource_type, resource_id, resource_org);
-    let outcome = snapshot.decide_as(
-        caller.role.as_deref(),
-        caller.entity(),
-        action_uid,
-        resource,
-        snapshot.context(facts),
-    );
-    let outcome = Arc::new(outcome);
-    // An error names the entities it met, which the key may have abstracted.
-    if outcome.errors.is_empty() {
-        snapshot.decisions.insert(key, outcome.clone());
-    }
-    outcome
-}
-
-/// The one structured line of a deny: the same facts `rolegate explain` prints.
-fn log_deny(
-    request_id: &str,
-    route: &Route,
-    action: &str,
-    resource: &str,
-    caller: &Caller,
-    outcome: &Outcome,
-) {
-    tracing::info!(
-        request_id,
-        route = %format_args!("{} {}", route.method, route.template),
-        action,
-        resource,
-        principal = %caller.actor(),
-        role = caller.role.as_deref().unwrap_or(""),
-        policies = ?outcome.policies,
-        errors = ?outcome.errors,
-        "deny"
-    );
-}
-
-/// Unix time now, in seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Who is calling: verify the credential and look the principal up (cache, then store).
 pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Caller, ApiError> {
     match cred {
@@ -266,7 +116,7 @@ pub async fn authenticate(state: &AppState, cred: &Credential<'_>) -> Result<Cal
             let user = lookup
                 .value
                 .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
-            user.verify(&parsed, &state.tokens, unix_now())?;
+            user.verify(&parsed, &state.tokens, crate::clock::unix_now())?;
             Ok(Caller {
                 kind: CredentialKind::UserToken,
                 user_id: Some(user.id.clone()),
@@ -469,8 +319,11 @@ async fn handle_inner(
     if !state.is_ready() {
         return Err(ApiError::NotReady);
     }
-    let client_ip =
-        crate::client_addr::client_ip(peer.ip(), req.headers(), &state.settings.trusted_proxies);
+    let client_ip = crate::request::client_addr::client_ip(
+        peer.ip(),
+        req.headers(),
+        &state.settings.trusted_proxies,
+    );
     // A clone of the URI (a reference count) lets the path and query borrow
     // from it while `req` moves on: a normal path, the common case, then costs
     // no allocation here.
@@ -500,7 +353,7 @@ async fn handle_inner(
     // Forward-auth questions are only taken from trusted proxies; from anyone
     // else this path is an ordinary request (no route: denied).
     if path == crate::forward_auth::PATH
-        && crate::client_addr::is_trusted(peer.ip(), &state.settings.trusted_proxies)
+        && crate::request::client_addr::is_trusted(peer.ip(), &state.settings.trusted_proxies)
     {
         // Rare branches are boxed: the request future is as large as its
         // largest branch, and hyper keeps one per open connection.
@@ -570,11 +423,14 @@ async fn handle_inner(
         snapshot,
     } = decided;
 
-    if route.is_upstream() {
-        let resp = forward(state, req, &path_and_query, &caller, request_id, client_ip).await?;
-        state.metrics.count_forwarded();
-        return Ok(resp);
-    }
+    let endpoint = match route.handler {
+        Handler::Upstream => {
+            let resp = forward(state, req, &path_and_query, &caller, request_id, client_ip).await?;
+            state.metrics.count_forwarded();
+            return Ok(resp);
+        }
+        Handler::Local(endpoint) => endpoint,
+    };
 
     let ctx = RequestCtx {
         caller,
@@ -585,7 +441,8 @@ async fn handle_inner(
         params,
         snapshot,
     };
-    let resp: Response<LocalBody> = Box::pin(crate::handlers::dispatch(state, ctx, req)).await?;
+    let resp: Response<LocalBody> =
+        Box::pin(crate::handlers::dispatch(state, ctx, endpoint, req)).await?;
     state.metrics.count("allow", "local");
     Ok(resp.map(Either::Right))
 }
@@ -634,240 +491,4 @@ pub(crate) async fn forward_as(
     resp.headers_mut()
         .insert(forward::REQUEST_ID_NAME, request_id.clone());
     Ok(resp.map(Either::Left))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The facts of a GET with a user token from loopback.
-    fn get_facts(path: &str) -> RequestFacts<'_> {
-        RequestFacts {
-            method: "GET",
-            path,
-            credential: CredentialKind::UserToken,
-            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            tag_filter: false,
-        }
-    }
-
-    /// A caller with a user token.
-    fn user_caller(id: &str, org: &str, role: &str) -> Caller {
-        Caller {
-            kind: CredentialKind::UserToken,
-            user_id: Some(Arc::from(id)),
-            org: Some(Arc::from(org)),
-            role: Some(Arc::from(role)),
-        }
-    }
-
-    /// The decision cache keys a decision by `principal_key`, and Cedar sees
-    /// `entity()`: they must name the same principal, or two callers could
-    /// share a cached decision.
-    #[test]
-    fn the_decision_key_names_the_principal_cedar_sees() {
-        let member = |kind| Caller {
-            kind,
-            user_id: (kind == CredentialKind::UserToken).then(|| Arc::from("u-1")),
-            org: (kind != CredentialKind::Anonymous).then(|| Arc::from("org-1")),
-            role: Some(Arc::from("nanoUser")),
-        };
-        for kind in [
-            CredentialKind::UserToken,
-            CredentialKind::ApiKey,
-            CredentialKind::PlayerKey,
-            CredentialKind::Anonymous,
-        ] {
-            let caller = member(kind);
-            let uid = caller.entity().uid();
-            let (type_name, id) = caller.principal_key();
-            assert_eq!(uid.type_name().basename(), type_name, "{kind:?}");
-            assert_eq!(uid.id().unescaped(), id, "{kind:?}");
-        }
-    }
-
-    /// A repeated decision comes from the snapshot's cache (the very same
-    /// outcome), equals what evaluation says, and a reload starts empty.
-    #[test]
-    fn a_repeated_decision_is_answered_from_the_snapshot_cache() {
-        let store = crate::policy::shipped();
-        let caller = user_caller("u-1", "org-1", "nanoReadOnly");
-        let facts = get_facts("/stream/s1");
-        let decide = |snap: &PolicySnapshot, action: &str| {
-            decide_action(snap, &caller, action, "Stream", "s1", "org-1", &facts)
-        };
-        let snap = store.current();
-        let first = decide(&snap, "getStream");
-        let again = decide(&snap, "getStream");
-        assert!(first.allowed);
-        assert!(
-            Arc::ptr_eq(&first, &again),
-            "second decision was evaluated again"
-        );
-        // Another action is another key, with its own (denied) answer.
-        assert!(!decide(&snap, "deleteStream").allowed);
-        // A new snapshot (a reload) evaluates afresh and agrees.
-        store.reload().unwrap();
-        let fresh = decide(&store.current(), "getStream");
-        assert!(!Arc::ptr_eq(&first, &fresh));
-        assert_eq!(first.allowed, fresh.allowed);
-        assert_eq!(first.policies, fresh.policies);
-    }
-
-    /// Decision keys abstract the ids no policy names (see `decisions`): a
-    /// grid of callers and resources, some named by policies and some not,
-    /// decided through the cache in two orders on fresh snapshots, must give
-    /// exactly what evaluating each request afresh gives.
-    #[test]
-    fn cached_decisions_with_abstracted_ids_equal_evaluation() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(root.join("policies")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        std::fs::write(
-            dir.path().join("named.cedar"),
-            r#"
-@id("vip-may-delete")
-permit (principal == User::"u-vip", action == Action::"deleteStream", resource);
-
-@id("secret-stream")
-forbid (principal, action == Action::"getStream", resource == Stream::"s-secret");
-
-@id("locked-org")
-forbid (principal, action in Action::"operate", resource)
-when { resource has org && resource.org == Organisation::"org-locked" };
-
-@id("users-see-themselves")
-permit (principal is User, action == Action::"getUser", resource)
-when { principal == resource };
-"#,
-        )
-        .unwrap();
-        let store = crate::policy::PolicyStore::open(crate::policy::PolicySource {
-            policies_dir: dir.path().to_owned(),
-            schema_dir: root.join("schema"),
-        })
-        .unwrap();
-
-        let users = ["u1", "u2", "u-vip"];
-        let orgs = ["org-a", "org-b", "org-locked"];
-        let mut callers = Vec::new();
-        for user in users {
-            for role in ["nanoAdmin", "nanoUser", "nanoReadOnly"] {
-                for org in orgs {
-                    callers.push(user_caller(user, org, role));
-                }
-            }
-        }
-        for org in orgs {
-            callers.push(Caller {
-                kind: CredentialKind::ApiKey,
-                user_id: None,
-                org: Some(Arc::from(org)),
-                role: Some(Arc::from(crate::store::ADMIN_ROLE)),
-            });
-        }
-        let mut targets: Vec<(&str, &str, &str, &str)> = Vec::new();
-        for action in ["getStream", "deleteStream", "setStreamTags"] {
-            for stream in ["s1", "s2", "s-secret"] {
-                for org in orgs {
-                    targets.push((action, "Stream", stream, org));
-                }
-            }
-        }
-        for user in users {
-            for org in orgs {
-                targets.push(("getUser", "User", user, org));
-            }
-        }
-        for org in orgs {
-            targets.push(("getOrganisation", "OrgResource", "organisation", org));
-            targets.push(("getPlayerKey", "OrgResource", "playerkey", org));
-        }
-        let facts = get_facts("/x");
-        let mut grid = Vec::new();
-        for c in &callers {
-            for t in &targets {
-                grid.push((c, *t));
-            }
-        }
-
-        let (mut allowed, mut denied) = (0, 0);
-        for reversed in [false, true] {
-            store.reload().unwrap();
-            let snap = store.current();
-            let order: Vec<_> = if reversed {
-                grid.iter().rev().collect()
-            } else {
-                grid.iter().collect()
-            };
-            for (caller, (action, rtype, rid, rorg)) in order {
-                let cached = decide_action(&snap, caller, action, rtype, rid, rorg, &facts);
-                let fresh = snap.decide_as(
-                    caller.role.as_deref(),
-                    caller.entity(),
-                    snap.action(action).unwrap(),
-                    entities::resource(rtype, rid, rorg),
-                    snap.context(&facts),
-                );
-                assert_eq!(
-                    (cached.allowed, &cached.policies, &cached.errors),
-                    (fresh.allowed, &fresh.policies, &fresh.errors),
-                    "{:?} {:?} {:?} on {action} {rtype}::{rid} in {rorg}",
-                    caller.user_id,
-                    caller.role,
-                    caller.org
-                );
-                if fresh.allowed {
-                    allowed += 1;
-                } else {
-                    denied += 1;
-                }
-            }
-        }
-        assert!(
-            allowed > 100 && denied > 100,
-            "{allowed} allowed, {denied} denied"
-        );
-
-        // Unnamed callers of one shape share one cached outcome; a named one does not.
-        let snap = store.current();
-        let member = |user: &str, org: &str| user_caller(user, org, "nanoUser");
-        let first = decide_action(
-            &snap,
-            &member("u1", "org-a"),
-            "deleteStream",
-            "Stream",
-            "s1",
-            "org-a",
-            &facts,
-        );
-        let other = decide_action(
-            &snap,
-            &member("u2", "org-b"),
-            "deleteStream",
-            "Stream",
-            "s2",
-            "org-b",
-            &facts,
-        );
-        let vip = decide_action(
-            &snap,
-            &member("u-vip", "org-a"),
-            "deleteStream",
-            "Stream",
-            "s1",
-            "org-a",
-            &facts,
-        );
-        assert!(
-            Arc::ptr_eq(&first, &other),
-            "same shape was evaluated again"
-        );
-        assert!(!first.allowed && vip.allowed);
-    }
 }

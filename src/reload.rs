@@ -13,7 +13,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::AppState;
-use crate::policy::loader::{self, Fingerprint};
+use crate::authz::loader::{self, Fingerprint};
 
 /// How often the policy files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -17,11 +17,12 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 
 use crate::app::AppState;
-use crate::credential::CredentialKind;
+use crate::authn::credential::CredentialKind;
+use crate::authz::entities::{self, RequestFacts};
+use crate::authz::routes::Endpoint;
+use crate::authz::PolicySnapshot;
 use crate::error::{json_response, ApiError, LocalBody};
 use crate::handlers::read_json;
-use crate::policy::entities::{self, RequestFacts};
-use crate::policy::PolicySnapshot;
 use crate::proxy::RequestCtx;
 use crate::store::{self, AuditFilter, NewAudit, StoreError, User};
 
@@ -209,16 +210,17 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 pub async fn dispatch(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
+    endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Option<Result<Response<LocalBody>, ApiError>> {
-    let out = match ctx.route.handler.as_str() {
-        "users.list" => list(state, ctx, req).await,
-        "users.get" => get(state, ctx).await,
-        "users.role" => change_role(state, ctx, req).await,
-        "users.tokenkey" => renew(state, ctx, req).await,
-        "users.delete" => delete(state, ctx).await,
-        "tokens.issue" => issue_token(state, ctx, req).await,
-        "permissions.get" => {
+    let out = match endpoint {
+        Endpoint::UsersList => list(state, ctx, req).await,
+        Endpoint::UsersGet => get(state, ctx).await,
+        Endpoint::UsersRole => change_role(state, ctx, req).await,
+        Endpoint::UsersTokenKey => renew(state, ctx, req).await,
+        Endpoint::UsersDelete => delete(state, ctx).await,
+        Endpoint::TokensIssue => issue_token(state, ctx, req).await,
+        Endpoint::PermissionsGet => {
             let name = query_param(&req, "name");
             match name {
                 Some(n) => valid_role(&ctx.snapshot, &n).map(|()| {
@@ -234,7 +236,7 @@ pub async fn dispatch(
                 )),
             }
         }
-        "permissions.list" => {
+        Endpoint::PermissionsList => {
             let roles: Vec<Value> = ctx
                 .snapshot
                 .roles
@@ -243,20 +245,20 @@ pub async fn dispatch(
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({ "data": roles })))
         }
-        "organisation.get" => organisation(state, ctx).await,
-        "organisation.webhook" => webhook(state, ctx, req).await,
-        "organisation.apikey.get" => Ok(json_response(
+        Endpoint::OrganisationGet => organisation(state, ctx).await,
+        Endpoint::OrganisationWebhook => webhook(state, ctx, req).await,
+        Endpoint::ApiKeyGet => Ok(json_response(
             StatusCode::OK,
             &json!({ "data": { "apiKey": null, "note": "the API key is stored only as a hash; rotate it (PUT /organisation/apikey) to obtain a new one" } }),
         )),
-        "organisation.apikey.rotate" => rotate_key(state, ctx, true).await,
-        "organisation.playerkey.get" => player_key(state, ctx).await,
-        "organisation.playerkey.rotate" => rotate_key(state, ctx, false).await,
-        "audit.list" => audit_list(state, ctx, req).await,
-        "users.invite" => invite(state, ctx, req).await,
-        "users.invite.accept" => accept_invite(state, ctx, req).await,
-        "users.login" => login(state, ctx, req).await,
-        "users.password" => {
+        Endpoint::ApiKeyRotate => rotate_key(state, ctx, true).await,
+        Endpoint::PlayerKeyGet => player_key(state, ctx).await,
+        Endpoint::PlayerKeyRotate => rotate_key(state, ctx, false).await,
+        Endpoint::AuditList => audit_list(state, ctx, req).await,
+        Endpoint::UsersInvite => invite(state, ctx, req).await,
+        Endpoint::UsersInviteAccept => accept_invite(state, ctx, req).await,
+        Endpoint::Login => login(state, ctx, req).await,
+        Endpoint::Password => {
             // Always the same answer: whether the email exists is nobody's business.
             let _ = read_json(state, req).await;
             Ok(json_response(
@@ -418,7 +420,12 @@ async fn issue_token(
             ))
         }
     };
-    let token = crate::bootstrap::mint_for(&state.settings, &user)?;
+    let token = crate::authn::token::mint_for_user(
+        &state.tokens,
+        &state.settings.master_secret,
+        &user,
+        crate::clock::unix_now(),
+    )?;
     if ctx.caller.user_id.as_deref() != Some(user.id.as_str()) {
         audit(state, ctx, "issueUserToken", &user.id, "ok", "").await;
     }
@@ -628,7 +635,7 @@ async fn invite(
     valid_role(&ctx.snapshot, &role)?;
     let org = caller_org(ctx)?;
     let token = store::random_token("inv_");
-    let expires_at = crate::proxy::unix_now() + state.settings.invite_ttl.as_secs();
+    let expires_at = crate::clock::unix_now() + state.settings.invite_ttl.as_secs();
     let id = state
         .store
         .create_invite(store::NewInvite {
@@ -670,7 +677,7 @@ async fn accept_invite(
         ));
     }
     let password_hash = hash_password(password.to_owned()).await?;
-    let now = i64::try_from(crate::proxy::unix_now()).unwrap_or(i64::MAX);
+    let now = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
     let user = state
         .store
         .accept_invite(
@@ -738,7 +745,12 @@ async fn login(
         return Err(ApiError::UnknownPrincipal("bad_credentials"));
     };
     state.login_throttle.failures.invalidate(&key);
-    let token = crate::bootstrap::mint_for(&state.settings, &user)?;
+    let token = crate::authn::token::mint_for_user(
+        &state.tokens,
+        &state.settings.master_secret,
+        &user,
+        crate::clock::unix_now(),
+    )?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "data": { "token": token, "userId": user.id, "orgId": user.org_id, "permission": user.role } }),

@@ -158,9 +158,9 @@ async fn the_traefik_example_asks_rolegate_what_forward_auth_reads() {
     // would describe the request a second time (the nginx spelling).
     for h in [
         "authorization",
-        rolegate::credential::TOKEN_HEADER,
-        rolegate::credential::API_KEY_HEADER,
-        rolegate::credential::PLAYER_KEY_HEADER,
+        rolegate::authn::credential::TOKEN_HEADER,
+        rolegate::authn::credential::API_KEY_HEADER,
+        rolegate::authn::credential::PLAYER_KEY_HEADER,
     ] {
         assert!(
             request_headers.iter().any(|x| x == h),

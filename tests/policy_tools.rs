@@ -463,8 +463,8 @@ async fn requests_during_reloads_never_see_a_mixed_set() {
     .unwrap();
     let schema = dir.path().join("schema");
     for (set, allowed) in [(&a, false), (&b, false), (&mixed, true)] {
-        let snap = rolegate::policy::loader::load(
-            &rolegate::policy::PolicySource {
+        let snap = rolegate::authz::loader::load(
+            &rolegate::authz::PolicySource {
                 policies_dir: set.clone(),
                 schema_dir: schema.clone(),
             },

@@ -405,7 +405,7 @@ async fn concurrent_role_changes_through_two_replicas_end_consistent() {
     let last = p.a.state.store.user(&u.id).await.unwrap().unwrap();
     assert!(roles.contains(&last.role.as_str()));
     let final_secret =
-        rolegate::token::derive_secret(MASTER_SECRET.as_bytes(), &u.id, &last.token_key);
+        rolegate::authn::token::derive_secret(MASTER_SECRET.as_bytes(), &u.id, &last.token_key);
     let final_token = p.a.token(&u.id).await;
     for sc in [&p.a, &p.b] {
         // Both replicas settle on the store's final state...

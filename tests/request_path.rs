@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rolegate::policy::routes::{ResourceId, RouteTable};
+use rolegate::authz::routes::{ResourceId, RouteTable};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::support::{tok, Echo, Options, Sidecar, MASTER_SECRET};
 
 fn now() -> u64 {
-    rolegate::proxy::unix_now()
+    rolegate::clock::unix_now()
 }
 
 /// Build a JWT by hand: header and payload JSON as given, signed HS256 with `secret`.
@@ -27,7 +27,7 @@ fn forge(header: &Value, payload: &Value, secret: &[u8]) -> String {
 
 /// The signing secret rolegate derives for a user (the documented derivation).
 fn secret_of(user_id: &str, token_key: &[u8]) -> [u8; 32] {
-    rolegate::token::derive_secret(MASTER_SECRET.as_bytes(), user_id, token_key)
+    rolegate::authn::token::derive_secret(MASTER_SECRET.as_bytes(), user_id, token_key)
 }
 
 fn claims(sub: &str) -> Value {
@@ -184,7 +184,7 @@ async fn callers(w: &World) -> Vec<(&'static str, (&'static str, String))> {
 /// One cell of the matrix: `None` when it matches §4, else a description.
 async fn cell(
     w: &World,
-    route: &rolegate::policy::routes::Route,
+    route: &rolegate::authz::routes::Route,
     who: &str,
     cred: &(&str, String),
 ) -> Option<String> {
@@ -239,7 +239,7 @@ async fn permission_matrix_golden_table() {
             if route.resource_id == ResourceId::Target {
                 continue;
             }
-            let destructive = DESTRUCTIVE.contains(&route.handler.as_str());
+            let destructive = DESTRUCTIVE.contains(&route.handler.name());
             if pass == 1 && destructive {
                 continue;
             }

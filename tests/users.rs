@@ -1,6 +1,6 @@
 //! User management, one test per behaviour of the platform's user-management pages.
 
-use rolegate::policy::routes::{ResourceId, RouteTable};
+use rolegate::authz::routes::{ResourceId, RouteTable};
 use serde_json::json;
 
 use crate::support::{tok, Echo, Sidecar};

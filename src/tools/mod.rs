@@ -7,9 +7,9 @@ pub mod testing;
 
 use std::process::ExitCode;
 
+use crate::authz::{loader, LoadError, PolicySnapshot};
 use crate::cli::{ExplainArgs, FmtArgs, TestArgs, EXIT_INVALID};
 use crate::config::Overrides;
-use crate::policy::{loader, LoadError, PolicySnapshot};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("rolegate: {msg}");

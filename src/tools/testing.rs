@@ -1,6 +1,6 @@
 //! `rolegate test`: request-level policy tests. A case is an HTTP request and
 //! a caller; it is decided with the live route table and the proxy's own
-//! decision function ([`crate::proxy::decide_action`]), so a passing suite
+//! decision function ([`crate::authz::decide::decide_action`]), so a passing suite
 //! means the proxy decides the same way, without a store or an upstream.
 //! A case with a `playback` table is a viewer's request on the guarded
 //! playback prefix, decided by the guarded path's own
@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::credential::CredentialKind;
-use crate::path;
-use crate::policy::entities::RequestFacts;
-use crate::policy::routes::{ResourceId, Route};
-use crate::policy::{Outcome, PolicySnapshot};
-use crate::proxy::{decide_action, Caller};
+use crate::authn::credential::CredentialKind;
+use crate::authn::principal::Caller;
+use crate::authz::decide::decide_action;
+use crate::authz::entities::RequestFacts;
+use crate::authz::routes::{ResourceId, Route};
+use crate::authz::{Outcome, PolicySnapshot};
+use crate::request::path;
 
 /// The caller's organisation in every case, and the other one of `other_org`.
 pub const ORG: &str = "org-a";

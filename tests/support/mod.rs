@@ -313,7 +313,13 @@ impl Sidecar {
             .await
             .unwrap()
             .expect("user exists");
-        rolegate::bootstrap::mint_for(&self.settings, &u).unwrap()
+        rolegate::authn::token::mint_for_user(
+            &self.settings.token_settings(),
+            &self.settings.master_secret,
+            &u,
+            rolegate::clock::unix_now(),
+        )
+        .unwrap()
     }
 
     pub async fn send(

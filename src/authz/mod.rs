@@ -3,6 +3,7 @@
 //! ([`PolicyStore`]). A request loads the snapshot once and decides against it,
 //! so it never sees a mix of two versions, and the read path takes no lock.
 
+pub mod decide;
 pub mod decisions;
 pub mod entities;
 pub mod loader;

@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn slices_hold_the_policies_that_can_apply_and_share_equal_sets() {
-        let store = crate::policy::shipped();
+        let store = crate::authz::shipped();
         let snap = store.current();
         let ids = |set: &PolicySet| {
             let mut v: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();

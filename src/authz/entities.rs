@@ -10,7 +10,7 @@ use cedar_policy::{
     Context, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, RestrictedExpression,
 };
 
-use crate::credential::CredentialKind;
+use crate::authn::credential::CredentialKind;
 
 /// Distinct type names remembered per thread; they come from the schema and
 /// the route table, so a handful in practice.

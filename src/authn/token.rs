@@ -241,6 +241,18 @@ pub fn mint(
         .map_err(|_| TokenError::Signing)
 }
 
+/// A fresh API token for a stored user, signed with the secret derived from
+/// the master secret and the user's current tokenKey.
+pub fn mint_for_user(
+    settings: &TokenSettings,
+    master_secret: &[u8],
+    user: &crate::store::User,
+    now: u64,
+) -> Result<String, TokenError> {
+    let secret = derive_secret(master_secret, &user.id, &user.token_key);
+    mint(settings, &user.id, &secret, now)
+}
+
 /// The validity window of a token whose signature and claims verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {

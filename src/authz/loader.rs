@@ -447,7 +447,7 @@ pub fn load(source: &PolicySource, version: u64) -> Result<PolicySnapshot, LoadE
             problems.push(Problem {
                 file: e.file,
                 line: e.line,
-                col: 1,
+                col: e.column,
                 message: e.message,
                 help: None,
             });

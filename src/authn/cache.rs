@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::single_flight::{Flights, Source};
+use crate::authn::single_flight::{Flights, Source};
+use crate::authn::token::{
+    derive_secret, ApiToken, TokenError, TokenSettings, VerifiedToken, VerifyKey,
+};
 use crate::store::{key_hash, SharedStore, StoreError, User};
-use crate::token::{derive_secret, ApiToken, TokenError, TokenSettings, VerifiedToken, VerifyKey};
 
 /// What the request path knows about a user.
 pub struct CachedUser {
@@ -51,7 +53,7 @@ impl CachedUser {
         {
             return window.check_time(settings, now);
         }
-        let window = crate::token::verify(token, &self.key, settings, &self.id, now)?;
+        let window = crate::authn::token::verify(token, &self.key, settings, &self.id, now)?;
         let _ = self
             .verified
             .set(VerifiedToken::new(token.as_str(), window));
@@ -334,8 +336,8 @@ impl<K, T> moka::Expiry<K, Option<T>> for NegativeExpiry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::fixtures::{secret, settings, token};
-    use crate::token::parse;
+    use crate::authn::token::fixtures::{secret, settings, token};
+    use crate::authn::token::parse;
 
     /// The remembered token skips the MAC but never the clock, and any other
     /// token, remembered or not, is verified in full.

@@ -235,7 +235,7 @@ fn key(i: &DecisionInputs<'_>, needs: ContextNeeds, named: &NamedIds) -> Box<[u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::CredentialKind;
+    use crate::authn::credential::CredentialKind;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn facts(path: &str) -> RequestFacts<'_> {

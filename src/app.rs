@@ -22,8 +22,8 @@ use crate::authz::{LoadError, Outcome, PolicySource, PolicyStore};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::proxy::upstream::Upstream;
 use crate::store::{self, SharedStore, StoreError};
-use crate::upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,7 +56,7 @@ pub struct AppState {
     pub tokens: TokenSettings,
     pub upstream: Option<Upstream>,
     pub metrics: Metrics,
-    pub login_throttle: crate::users::LoginThrottle,
+    pub login_throttle: crate::api::users::LoginThrottle,
     ready: AtomicBool,
     request_seq: AtomicU64,
     request_prefix: u32,

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::authn::credential::CredentialError;
+use crate::authn::playback_token::PlaybackError;
 use crate::authn::token::TokenError;
 use crate::store::StoreError;
 
@@ -129,6 +130,17 @@ impl ApiError {
                 .insert(crate::forward::REQUEST_ID_NAME, id.clone());
         }
         resp
+    }
+}
+
+impl From<PlaybackError> for ApiError {
+    fn from(e: PlaybackError) -> Self {
+        match e {
+            PlaybackError::Store(s) => ApiError::Store(s),
+            PlaybackError::Key(m) => ApiError::Internal(m),
+            // The token is the viewer's credential: a bad one is a 401.
+            _ => ApiError::UnknownPrincipal("playback_token_invalid"),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! What an allowed request and its response lose and gain on the way through:
 //! hop-by-hop headers removed in both directions, client-sent identity claims
 //! and credentials removed, and identity headers that only rolegate sets.
-//! The connections themselves are in [`crate::upstream`].
+//! The connections themselves are in [`crate::proxy::upstream`].
 
 use std::net::IpAddr;
 

@@ -6,6 +6,7 @@
 //! [`handlers`] (rolegate's own endpoints). [`error`] is the one place
 //! failures become responses.
 
+pub mod api;
 pub mod app;
 pub mod authn;
 pub mod authz;
@@ -17,16 +18,12 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod forward_auth;
-pub mod handlers;
 pub mod invalidation;
 pub mod metrics;
 pub mod ops;
-pub mod playback;
 pub mod proxy;
 pub mod reload;
 pub mod request;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
-pub mod upstream;
-pub mod users;

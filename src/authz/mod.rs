@@ -7,6 +7,7 @@ pub mod decide;
 pub mod decisions;
 pub mod entities;
 pub mod loader;
+pub mod play;
 pub mod routes;
 mod slices;
 

@@ -4,7 +4,7 @@
 //! means the proxy decides the same way, without a store or an upstream.
 //! A case with a `playback` table is a viewer's request on the guarded
 //! playback prefix, decided by the guarded path's own
-//! [`crate::playback::decide_play`] with the playback token's claims it describes.
+//! [`crate::authz::play::decide_play`] with the playback token's claims it describes.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -253,7 +253,7 @@ pub struct PlaybackCase {
 
 /// Decide a viewer's request on the guarded prefix exactly as the proxy does:
 /// normalise, leave rolegate's own routes alone, take the stream from the path
-/// and ask [`crate::playback::decide_play`].
+/// and ask [`crate::authz::play::decide_play`].
 pub fn evaluate_playback(
     snapshot: &PolicySnapshot,
     method: &str,
@@ -296,7 +296,7 @@ pub fn evaluate_playback(
             headers.insert(name, v);
         }
     }
-    let stream = crate::playback::stream_of(&norm, prefix);
+    let stream = crate::authz::play::stream_of(&norm, prefix);
     let resource = format!("Stream::\"{stream}\"");
     if stream.is_empty() {
         // The proxy refuses a path without a stream before asking Cedar.
@@ -311,7 +311,7 @@ pub fn evaluate_playback(
             },
         });
     }
-    let grant = crate::playback::Grant {
+    let grant = crate::authn::playback_token::Grant {
         org: ORG,
         streams: case.streams.as_deref(),
         groupid: case.groupid.as_deref(),
@@ -319,10 +319,10 @@ pub fn evaluate_playback(
         ip: case.ip.as_deref(),
         domain: case.domain.as_deref(),
     };
-    let outcome = crate::playback::decide_play(
+    let outcome = crate::authz::play::decide_play(
         snapshot,
         &grant,
-        &crate::playback::PlayRequest {
+        &crate::authz::play::PlayRequest {
             method: &method,
             path: &norm,
             stream,

@@ -1,17 +1,19 @@
-//! rolegate's own endpoints on the data listener, by the `handler` name the
-//! route table gives them. They run after the route's Cedar decision (or, for
-//! routes whose resource is named in the body, make it themselves).
+//! The management API: rolegate's own endpoints on the data listener, by the
+//! endpoint the route table names. They run after the route's Cedar decision
+//! (or, for routes whose resource is named in the body, make it themselves).
 
-use std::net::IpAddr;
+pub mod playback;
+pub mod users;
+
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::AppState;
 use crate::authz::routes::Endpoint;
 use crate::error::{ApiError, LocalBody};
-use crate::proxy::{ProxyBody, RequestCtx};
+use crate::proxy::RequestCtx;
 
 pub async fn dispatch(
     state: &Arc<AppState>,
@@ -24,24 +26,10 @@ pub async fn dispatch(
         | Endpoint::PlaybackVerify
         | Endpoint::PlaybackRevoke
         | Endpoint::PlaybackJwks
-        | Endpoint::PlaybackKeyRotate => {
-            crate::playback::dispatch(state, &ctx, endpoint, req).await
-        }
-        _ => crate::users::dispatch(state, &ctx, endpoint, req).await,
+        | Endpoint::PlaybackKeyRotate => playback::dispatch(state, &ctx, endpoint, req).await,
+        _ => crate::api::users::dispatch(state, &ctx, endpoint, req).await,
     };
     answered.unwrap_or(Err(ApiError::NotFound("endpoint")))
-}
-
-/// A request on the guarded playback prefix.
-pub async fn guarded_playback(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    path: &str,
-    path_and_query: &str,
-    request_id: &HeaderValue,
-    client_ip: IpAddr,
-) -> Result<Response<ProxyBody>, ApiError> {
-    crate::playback::guarded(state, req, path, path_and_query, request_id, client_ip).await
 }
 
 /// A request body as JSON, refusing bodies above `max_body_bytes`.

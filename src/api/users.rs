@@ -16,13 +16,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 
+use crate::api::read_json;
 use crate::app::AppState;
 use crate::authn::credential::CredentialKind;
 use crate::authz::entities::{self, RequestFacts};
 use crate::authz::routes::Endpoint;
 use crate::authz::PolicySnapshot;
 use crate::error::{json_response, ApiError, LocalBody};
-use crate::handlers::read_json;
 use crate::proxy::RequestCtx;
 use crate::store::{self, AuditFilter, NewAudit, StoreError, User};
 

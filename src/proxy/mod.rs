@@ -6,6 +6,9 @@
 //!
 //! Every step that fails answers with an [`ApiError`]; nothing fails open.
 
+pub mod playback;
+pub mod upstream;
+
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +31,8 @@ use crate::authz::PolicySnapshot;
 use crate::error::{ApiError, LocalBody};
 use crate::forward::{self, Identity};
 use crate::metrics::Stage;
+use crate::proxy::upstream::UpstreamBody;
 use crate::request::path;
-use crate::upstream::UpstreamBody;
 
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
@@ -394,7 +397,7 @@ async fn handle_inner(
                 .find(req.method().as_str(), &path)
                 .is_none()
         {
-            return Box::pin(crate::handlers::guarded_playback(
+            return Box::pin(playback::guarded(
                 state,
                 req,
                 &path,
@@ -442,7 +445,7 @@ async fn handle_inner(
         snapshot,
     };
     let resp: Response<LocalBody> =
-        Box::pin(crate::handlers::dispatch(state, ctx, endpoint, req)).await?;
+        Box::pin(crate::api::dispatch(state, ctx, endpoint, req)).await?;
     state.metrics.count("allow", "local");
     Ok(resp.map(Either::Right))
 }

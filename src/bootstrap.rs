@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::authn::token;
 use crate::authz::{loader, LoadError, PolicySource, PolicyStore};
 use crate::cli::{TokenCommand, UserCommand, EXIT_CONFIG, EXIT_INVALID};
@@ -20,7 +20,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 /// Run the sidecar until SIGTERM/SIGINT, then drain.
 pub async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     crate::telemetry::init();
-    let state = AppState::build(settings).await.map_err(|e| {
+    let state = app::build(settings).await.map_err(|e| {
         eprintln!("rolegate: {e}");
         match e {
             app::StartError::Policies(_) | app::StartError::ShadowPolicies(_) => {
@@ -131,9 +131,12 @@ pub fn check(o: &Overrides) -> Result<ExitCode, ExitCode> {
 }
 
 async fn open_store(settings: &Settings) -> Result<SharedStore, ExitCode> {
-    store::open(&settings.store)
-        .await
-        .map_err(|e| fail(format!("store `{}`: {e}", app::redact(&settings.store))))
+    store::open(&settings.store).await.map_err(|e| {
+        fail(format!(
+            "store `{}`: {e}",
+            crate::store::redact(&settings.store)
+        ))
+    })
 }
 
 fn known_role(settings: &Settings, role: &str) -> Result<(), ExitCode> {
@@ -167,12 +170,7 @@ async fn org_id(store: &Arc<dyn Store>, name: &str) -> Result<String, ExitCode> 
 }
 
 fn hash_password(password: &str) -> Result<String, ExitCode> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| fail(format!("cannot hash the password: {e}")))
+    crate::authn::password::hash(password.as_bytes()).map_err(fail)
 }
 
 pub fn mint_for(settings: &Settings, user: &store::User) -> Result<String, token::TokenError> {

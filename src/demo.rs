@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::cli::DemoArgs;
 use crate::config::{Overrides, Settings};
 use crate::store::NewUser;
@@ -150,7 +150,7 @@ pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, Exi
         ExitCode::from(crate::cli::EXIT_CONFIG)
     })?;
 
-    let state = AppState::build(settings.clone()).await.map_err(fail)?;
+    let state = app::build(settings.clone()).await.map_err(fail)?;
     let org = state.store.create_org("demo").await.map_err(fail)?;
     let mut tokens = Vec::new();
     for (role, email) in [

@@ -127,7 +127,7 @@ impl ApiError {
         }
         if let Some(id) = request_id {
             resp.headers_mut()
-                .insert(crate::forward::REQUEST_ID_NAME, id.clone());
+                .insert(crate::request::REQUEST_ID_NAME, id.clone());
         }
         resp
     }

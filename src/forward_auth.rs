@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::app::AppState;
+use crate::decision::{forwarding, Question, Verdict};
 use crate::error::{empty_response, ApiError, LocalBody};
-use crate::forward::{self, Identity};
 use crate::request::path;
+use crate::state::AppState;
 
 pub const PATH: &str = "/_rolegate/forward-auth";
 
@@ -103,26 +103,20 @@ pub async fn handle(
         ));
     }
     let method = method.to_ascii_uppercase();
-    let decided = crate::proxy::authorize(
-        state, &method, &normal, query, headers, client_ip, request_id,
-    )
-    .await?;
-    if !decided.route.is_upstream() {
-        return Err(ApiError::Denied("not_forwardable"));
-    }
-    let caller = &decided.caller;
-    let mut resp = empty_response(StatusCode::OK);
-    forward::set_identity(
-        resp.headers_mut(),
-        &Identity {
-            user_id: caller.user_id.as_deref(),
-            org_id: caller.org.as_deref(),
-            role: caller.role.as_deref(),
-            credential: caller.kind.as_str(),
-        },
-        request_id,
+    let question = Question {
+        method: &method,
+        path: &normal,
+        query,
+        headers,
         client_ip,
-    );
+        request_id,
+    };
+    let allowed = match state.decider.decide(&question).await? {
+        Verdict::Forward(allowed) => allowed,
+        Verdict::Local(_) => return Err(ApiError::Denied("not_forwardable")),
+    };
+    let mut resp = empty_response(StatusCode::OK);
+    forwarding::set_identity(resp.headers_mut(), &allowed, request_id, client_ip);
     state.metrics.count("allow", "forward_auth");
     Ok(resp)
 }

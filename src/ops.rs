@@ -2,20 +2,14 @@
 //! `/status` and `POST /reload`. It runs on the same runtime as the data
 //! listener but shares nothing on its path, so probes stay cheap.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::app::AppState;
 use crate::error::{empty_response, json_response, LocalBody};
+use crate::state::AppState;
 
 /// How long a readiness probe waits for the store before calling it unhealthy.
 const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,27 +95,4 @@ pub async fn route(state: &AppState, req: Request<Incoming>) -> Response<LocalBo
         }
         _ => empty_response(StatusCode::NOT_FOUND),
     }
-}
-
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let builder = crate::app::http_builder();
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let s = state.clone();
-                let svc = service_fn(move |req| {
-                    let s = s.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&s, req).await) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
 }

@@ -698,12 +698,12 @@ async fn ready_is_503_until_started_and_200_after() {
     };
     let env: std::collections::HashMap<String, String> = Default::default();
     let settings = rolegate::config::Settings::resolve(&overrides, &env, false).unwrap();
-    let state = rolegate::app::AppState::build(settings).await.unwrap();
+    let state = rolegate::app::build(settings).await.unwrap();
     // The ops listener alone, before the sidecar is started.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ops = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(rolegate::ops::serve(state.clone(), listener, rx));
+    let task = tokio::spawn(rolegate::app::serve_ops(state.clone(), listener, rx));
     let r = send(&ops, "GET", "/ready", &[], None).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(send(&ops, "GET", "/live", &[], None).await.status, 200);

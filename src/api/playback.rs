@@ -12,14 +12,14 @@ use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
 
 use super::read_json;
-use crate::app::AppState;
+use super::RequestCtx;
 use crate::authn::playback_token::{
     decode, encoding_key, new_key, parse_ip, validate, Claims, PlaybackError, AUD, ISS, LEEWAY, TYP,
 };
 use crate::authz::routes::Endpoint;
 use crate::clock::unix_now;
 use crate::error::{empty_response, json_response, ApiError, LocalBody};
-use crate::proxy::RequestCtx;
+use crate::state::AppState;
 use crate::store::{NewAudit, PlaybackKey};
 
 const DAY: u64 = 24 * 3600;

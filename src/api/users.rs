@@ -16,14 +16,15 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 
+use super::RequestCtx;
 use crate::api::read_json;
-use crate::app::AppState;
 use crate::authn::credential::CredentialKind;
+use crate::authn::password::{self, MIN_PASSWORD_LEN};
 use crate::authz::entities::{self, RequestFacts};
 use crate::authz::routes::Endpoint;
 use crate::authz::PolicySnapshot;
 use crate::error::{json_response, ApiError, LocalBody};
-use crate::proxy::RequestCtx;
+use crate::state::AppState;
 use crate::store::{self, AuditFilter, NewAudit, StoreError, User};
 
 /// Map store outcomes that are the caller's business to their status codes.
@@ -547,82 +548,11 @@ async fn audit_list(
     Ok(json_response(StatusCode::OK, &json!({ "data": records })))
 }
 
-/// Failed logins per (email, client address), forgotten after [`THROTTLE_WINDOW`].
-pub struct LoginThrottle {
-    failures: moka::sync::Cache<String, u32>,
-}
-
-/// Failed attempts allowed per window before logins answer 429.
-const MAX_FAILURES: u32 = 5;
-const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        LoginThrottle {
-            failures: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(THROTTLE_WINDOW)
-                .build(),
-        }
-    }
-}
-
 fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     body.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_param("missing_parameter", name, "Parameter required"))
-}
-
-/// Minimum password length for accounts created through invites.
-const MIN_PASSWORD_LEN: usize = 10;
-
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-        let salt = SaltString::generate(&mut OsRng);
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-}
-
-/// A real hash (of a random password) to verify against when the email is
-/// unknown, so that an unknown email costs the same time as a wrong password.
-fn dummy_hash() -> String {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY
-        .get_or_init(|| {
-            use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-            let salt = SaltString::generate(&mut OsRng);
-            argon2::Argon2::default()
-                .hash_password(&store::random_key(), &salt)
-                .map(|h| h.to_string())
-                .unwrap_or_default()
-        })
-        .clone()
-}
-
-async fn verify_password(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(dummy_hash);
-        // argon2's verify compares the digests in constant time.
-        let ok = PasswordHash::new(&hash)
-            .map(|h| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        ok && known
-    })
-    .await
-    .unwrap_or(false)
 }
 
 async fn invite(
@@ -676,7 +606,9 @@ async fn accept_invite(
             format!("password must have at least {MIN_PASSWORD_LEN} characters"),
         ));
     }
-    let password_hash = hash_password(password.to_owned()).await?;
+    let password_hash = password::hash_off_thread(password.to_owned())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
     let user = state
         .store
@@ -728,23 +660,21 @@ async fn login(
     let body = read_json(state, req).await?;
     let email = str_field(&body, "email")?.to_owned();
     let password = str_field(&body, "password")?.to_owned();
-    let key = format!("{}\0{}", email.to_ascii_lowercase(), ctx.client_ip);
-    if state.login_throttle.failures.get(&key).unwrap_or(0) >= MAX_FAILURES {
+    if state.login_throttle.is_blocked(&email, ctx.client_ip) {
         return Err(ApiError::TooManyRequests);
     }
     let user = state.store.user_by_email(&email).await?;
-    let ok = verify_password(
+    let ok = password::verify(
         password,
         user.as_ref().and_then(|u| u.password_hash.clone()),
     )
     .await;
     let Some(user) = user.filter(|_| ok) else {
-        let n = state.login_throttle.failures.get(&key).unwrap_or(0) + 1;
-        state.login_throttle.failures.insert(key, n);
+        state.login_throttle.failed(&email, ctx.client_ip);
         tracing::info!(request_id = ctx.request_id(), "login failed");
         return Err(ApiError::UnknownPrincipal("bad_credentials"));
     };
-    state.login_throttle.failures.invalidate(&key);
+    state.login_throttle.succeeded(&email, ctx.client_ip);
     let token = crate::authn::token::mint_for_user(
         &state.tokens,
         &state.settings.master_secret,

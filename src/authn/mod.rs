@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod credential;
+pub mod password;
 pub mod playback_token;
 pub mod principal;
 pub mod single_flight;

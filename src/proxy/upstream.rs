@@ -29,8 +29,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::decision::forwarding::strip_hop_by_hop;
 use crate::error::ApiError;
-use crate::forward::strip_hop_by_hop;
 
 /// Idle connections kept; a handle put back beyond this is closed.
 const MAX_IDLE: usize = 256;

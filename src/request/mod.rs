@@ -5,3 +5,10 @@
 
 pub mod client_addr;
 pub mod path;
+
+use http::HeaderName;
+
+/// The request id every answer and every forwarded request carries.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// As a `HeaderName` constant: inserting by `&str` would parse it per request.
+pub const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);

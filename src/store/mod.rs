@@ -351,3 +351,14 @@ pub async fn open(location: &str) -> Result<SharedStore, StoreError> {
     let path = location.strip_prefix("sqlite://").unwrap_or(location);
     Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
 }
+
+/// A store location fit for messages: the password of a URL replaced.
+pub fn redact(location: &str) -> String {
+    match location.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => location.to_owned(),
+        },
+        None => location.to_owned(),
+    }
+}

@@ -263,7 +263,7 @@ impl Sidecar {
         };
         let env: std::collections::HashMap<String, String> = Default::default();
         let settings = Settings::resolve(&overrides, &env, opts.upstream.is_some()).unwrap();
-        let state = AppState::build(settings.clone()).await.unwrap();
+        let state = app::build(settings.clone()).await.unwrap();
         let running = app::start(state.clone()).await.unwrap();
         Sidecar {
             base: format!("http://{}", running.data_addr),

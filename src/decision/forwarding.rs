@@ -7,13 +7,14 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::Allowed;
 use crate::authn::credential::{API_KEY_HEADER, PLAYER_KEY_HEADER, TOKEN_HEADER};
+use crate::request::{REQUEST_ID_HEADER, REQUEST_ID_NAME};
 
 pub const USER_ID_HEADER: &str = "x-rolegate-user-id";
 pub const ORG_ID_HEADER: &str = "x-rolegate-org-id";
 pub const ROLE_HEADER: &str = "x-rolegate-role";
 pub const CREDENTIAL_HEADER: &str = "x-rolegate-credential";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) plus the proxy ones that must not travel.
 const HOP_BY_HOP: &[&str] = &[
@@ -53,14 +54,6 @@ const IDENTITY: &[&str] = &[
     "x-auth-request-email",
     REQUEST_ID_HEADER,
 ];
-
-/// Who the upstream is told the caller is.
-pub struct Identity<'a> {
-    pub user_id: Option<&'a str>,
-    pub org_id: Option<&'a str>,
-    pub role: Option<&'a str>,
-    pub credential: &'static str,
-}
 
 // Stripping runs on every forwarded request and response, so each function
 // walks the (few) fields present once and compares names, rather than asking
@@ -136,7 +129,6 @@ const USER_ID_NAME: HeaderName = HeaderName::from_static(USER_ID_HEADER);
 const ORG_ID_NAME: HeaderName = HeaderName::from_static(ORG_ID_HEADER);
 const ROLE_NAME: HeaderName = HeaderName::from_static(ROLE_HEADER);
 const CREDENTIAL_NAME: HeaderName = HeaderName::from_static(CREDENTIAL_HEADER);
-pub const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -145,23 +137,28 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// Set rolegate's identity headers (after [`strip_request`]).
+/// Set rolegate's identity headers (after [`strip_request`]): who the
+/// upstream is told the caller is, which only an [`Allowed`] can say.
 pub fn set_identity(
     headers: &mut HeaderMap,
-    id: &Identity<'_>,
+    allowed: &Allowed,
     request_id: &HeaderValue,
     client: IpAddr,
 ) {
-    if let Some(u) = id.user_id {
+    let caller = allowed.caller();
+    if let Some(u) = caller.user_id.as_deref() {
         set(headers, USER_ID_NAME, u);
     }
-    if let Some(o) = id.org_id {
+    if let Some(o) = caller.org.as_deref() {
         set(headers, ORG_ID_NAME, o);
     }
-    if let Some(r) = id.role {
+    if let Some(r) = caller.role.as_deref() {
         set(headers, ROLE_NAME, r);
     }
-    headers.insert(CREDENTIAL_NAME, HeaderValue::from_static(id.credential));
+    headers.insert(
+        CREDENTIAL_NAME,
+        HeaderValue::from_static(allowed.credential()),
+    );
     headers.insert(REQUEST_ID_NAME, request_id.clone());
     if let Some(v) = ip_value(client) {
         headers.insert(FORWARDED_FOR_NAME, v);

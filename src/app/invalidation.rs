@@ -12,13 +12,14 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
-use crate::app::AppState;
 use crate::authn::cache::PrincipalCache;
+use crate::metrics::Metrics;
 use crate::store::Change;
 
 /// Apply announcements until shutdown or until the store goes away.
 pub async fn follow(
-    state: Arc<AppState>,
+    cache: PrincipalCache,
+    metrics: Arc<Metrics>,
     mut changes: broadcast::Receiver<Change>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -26,15 +27,15 @@ pub async fn follow(
         tokio::select! {
             received = changes.recv() => match received {
                 Ok(change) => {
-                    state.metrics.store_notifications.inc();
-                    if apply(&state.cache, &change) {
-                        state.metrics.cache_resyncs.inc();
+                    metrics.store_notifications.inc();
+                    if apply(&cache, &change) {
+                        metrics.cache_resyncs.inc();
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "fell behind the store's change announcements; clearing the cache");
-                    state.cache.clear();
-                    state.metrics.cache_resyncs.inc();
+                    cache.clear();
+                    metrics.cache_resyncs.inc();
                 }
                 Err(RecvError::Closed) => break,
             },

@@ -12,8 +12,8 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::app::AppState;
 use crate::authz::loader::{self, Fingerprint};
+use crate::state::AppState;
 
 /// How often the policy files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

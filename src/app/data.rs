@@ -1,0 +1,156 @@
+//! The data listener's pipeline: one request through the doors that share
+//! the listener.
+//!
+//! ```text
+//! ready? ─► target normal form ─► body limit ─┬─ forward-auth path, trusted peer ─► forward_auth
+//!                                             ├─ passthrough setting ─► proxy (benchmarks only)
+//!                                             ├─ guarded playback prefix ─► Decider::play ─► proxy
+//!                                             └─ Decider::decide ─┬─ Forward(Allowed) ─► proxy
+//!                                                                 └─ Local ─► api (management API)
+//! ```
+//!
+//! Every failure becomes a response in one place ([`DataListener::handle`]),
+//! through `ApiError`'s one mapping, and is counted once. Nothing here
+//! decides: it only routes between the decision core and the doors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use crate::api::RequestCtx;
+use crate::decision::{Question, Verdict};
+use crate::error::ApiError;
+use crate::proxy::{self, Proxy, ProxyBody};
+use crate::request::client_addr;
+use crate::state::AppState;
+
+pub struct DataListener {
+    state: Arc<AppState>,
+    proxy: Proxy,
+}
+
+impl DataListener {
+    pub fn new(state: Arc<AppState>, proxy: Proxy) -> Self {
+        DataListener { state, proxy }
+    }
+
+    /// The whole request path. Never panics, never fails open.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let request_id = self.state.next_request_id();
+        match self.route(req, peer, &request_id).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let (status, _, reason) = e.parts();
+                if status.is_server_error() {
+                    tracing::warn!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request failed");
+                } else {
+                    tracing::debug!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request refused");
+                }
+                self.state.metrics.count(
+                    if status == StatusCode::FORBIDDEN {
+                        "deny"
+                    } else {
+                        "error"
+                    },
+                    reason,
+                );
+                e.into_response(Some(&request_id)).map(Either::Right)
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let state = &self.state;
+        if !state.is_ready() {
+            return Err(ApiError::NotReady);
+        }
+        let trusted = &state.settings.trusted_proxies;
+        let client_ip = client_addr::client_ip(peer.ip(), req.headers(), trusted);
+        // A clone of the URI (a reference count) lets the path and query borrow
+        // from it while `req` moves on: a normal path, the common case, then
+        // costs no allocation here.
+        let uri = req.uri().clone();
+        let target = proxy::target(&uri)?;
+        proxy::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
+
+        // Forward-auth questions are only taken from trusted proxies; from
+        // anyone else this path is an ordinary request (no route: denied).
+        if target.path == crate::forward_auth::PATH && client_addr::is_trusted(peer.ip(), trusted) {
+            // Rare branches are boxed: the request future is as large as its
+            // largest branch, and hyper keeps one per open connection.
+            return Box::pin(crate::forward_auth::handle(
+                state,
+                req.headers(),
+                client_ip,
+                request_id,
+            ))
+            .await
+            .map(|r| r.map(Either::Right));
+        }
+
+        if let Some(allowed) = state.decider.passthrough() {
+            return self
+                .proxy
+                .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
+                .await;
+        }
+
+        let question = Question {
+            method: req.method().as_str(),
+            path: &target.path,
+            query: target.query,
+            headers: req.headers(),
+            client_ip,
+            request_id,
+        };
+
+        // Playback prefix: decided with the playback token's facts. rolegate's
+        // own routes (e.g. POST /playback/token) win over the prefix; only
+        // paths under it pay for that extra route lookup.
+        if let Some(prefix) = &state.settings.playback_prefix {
+            if proxy::is_under_prefix(&target.path, prefix)
+                && state
+                    .policies
+                    .current()
+                    .routes
+                    .find(question.method, &target.path)
+                    .is_none()
+            {
+                let allowed = Box::pin(state.decider.play(&question, prefix)).await?;
+                return self
+                    .proxy
+                    .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
+                    .await;
+            }
+        }
+
+        let local = match state.decider.decide(&question).await? {
+            Verdict::Forward(allowed) => {
+                let resp = self
+                    .proxy
+                    .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
+                    .await?;
+                state.metrics.count_forwarded();
+                return Ok(resp);
+            }
+            Verdict::Local(local) => local,
+        };
+        let ctx = RequestCtx::new(
+            local,
+            request_id.clone(),
+            client_ip,
+            target.path.into_owned(),
+        );
+        let resp = Box::pin(crate::api::dispatch(state, ctx, req)).await?;
+        state.metrics.count("allow", "local");
+        Ok(resp.map(Either::Right))
+    }
+}

@@ -1,0 +1,207 @@
+//! The application layer: builds the shared state from settings, binds the
+//! listeners (data, ops), starts the background work (policy reload, following
+//! the store's changes), and drains on shutdown. It wires the front doors
+//! together; none of them knows about another.
+
+mod data;
+pub mod invalidation;
+mod listener;
+pub mod reload;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use crate::state::AppState;
+
+use crate::authz::{LoadError, PolicySource, PolicyStore};
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::proxy::upstream::Upstream;
+use crate::proxy::Proxy;
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("policies: {0}")]
+    Policies(#[from] LoadError),
+    #[error("shadow policies: {0}")]
+    ShadowPolicies(LoadError),
+    #[error("store `{location}`: {source}")]
+    Store {
+        location: String,
+        source: StoreError,
+    },
+    #[error("cannot bind `{addr}` ({setting}): {source}")]
+    Bind {
+        setting: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream: {0}")]
+    Upstream(ApiError),
+}
+
+/// Build the state: load (and strictly validate) policies, open the store.
+pub async fn build(settings: Settings) -> Result<Arc<AppState>, StartError> {
+    let policies = Arc::new(PolicyStore::open(settings.policy_source())?);
+    let shadow = match &settings.shadow_policies_dir {
+        Some(dir) => Some(Arc::new(
+            PolicyStore::open(PolicySource {
+                policies_dir: dir.clone(),
+                schema_dir: settings.schema_dir.clone(),
+            })
+            .map_err(StartError::ShadowPolicies)?,
+        )),
+        None => None,
+    };
+    let store = store::open(&settings.store)
+        .await
+        .map_err(|source| StartError::Store {
+            location: store::redact(&settings.store),
+            source,
+        })?;
+    Ok(AppState::new(settings, policies, shadow, store))
+}
+
+/// A running rolegate: its bound addresses and the handle that stops it.
+pub struct Running {
+    pub data_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting, drain in-flight requests within the grace period, and return.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A receiver that flips to `true` when shutdown starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn trigger_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            setting,
+            addr,
+            source,
+        })
+}
+
+/// How long the ops listener waits for its own open connections on shutdown.
+const OPS_DRAIN: Duration = Duration::from_secs(1);
+
+/// Serve the ops listener (`/live`, `/ready`, `/metrics`, `/status`,
+/// `POST /reload`) on `listener` until `stop` flips.
+pub async fn serve_ops(state: Arc<AppState>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    listener::serve(
+        "ops",
+        listener,
+        move |req, _peer| {
+            let s = state.clone();
+            async move { crate::ops::route(&s, req).await }
+        },
+        stop,
+        OPS_DRAIN,
+        || {},
+    )
+    .await
+}
+
+/// Bind both listeners and start serving. Readiness is set once everything is up.
+pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
+    let upstream = match &state.settings.upstream {
+        Some(u) => {
+            Some(Upstream::new(u, state.settings.upstream_timeout).map_err(StartError::Upstream)?)
+        }
+        None => None,
+    };
+    let data = bind("listen", state.settings.listen).await?;
+    let ops = bind("ops_listen", state.settings.ops_listen).await?;
+    let data_addr = data.local_addr().map_err(|source| StartError::Bind {
+        setting: "listen",
+        addr: state.settings.listen,
+        source,
+    })?;
+    let ops_addr = ops.local_addr().map_err(|source| StartError::Bind {
+        setting: "ops_listen",
+        addr: state.settings.ops_listen,
+        source,
+    })?;
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let proxy = Proxy::new(
+        upstream,
+        state.settings.forward_credentials,
+        state.metrics.clone(),
+    );
+    let door = Arc::new(data::DataListener::new(state.clone(), proxy));
+    let s = state.clone();
+    tasks.push(tokio::spawn(listener::serve(
+        "data",
+        data,
+        move |req, peer| {
+            let door = door.clone();
+            async move { door.handle(req, peer).await }
+        },
+        rx.clone(),
+        state.settings.drain,
+        move || s.set_ready(false),
+    )));
+    tasks.push(tokio::spawn(serve_ops(state.clone(), ops, rx.clone())));
+    let s = state.clone();
+    tasks.push(tokio::spawn(reload::watch(s, rx.clone())));
+    if let Some(changes) = state.store.subscribe() {
+        tasks.push(tokio::spawn(invalidation::follow(
+            state.cache.clone(),
+            state.metrics.clone(),
+            changes,
+            rx.clone(),
+        )));
+    }
+
+    if state.settings.passthrough {
+        tracing::warn!(
+            "passthrough is on: every request is forwarded WITHOUT authorization (benchmarks only)"
+        );
+    }
+    state.set_ready(true);
+    tracing::info!(
+        data = %data_addr,
+        ops = %ops_addr,
+        store = state.store.kind(),
+        policy_version = state.policies.current().version,
+        "rolegate ready"
+    );
+    Ok(Running {
+        data_addr,
+        ops_addr,
+        state,
+        shutdown: tx,
+        tasks,
+    })
+}

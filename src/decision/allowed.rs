@@ -1,0 +1,115 @@
+//! The proof that a request may be forwarded.
+//!
+//! [`Allowed`] has private fields and no public constructor: the only ways to
+//! get one are the functions in this file, each of which returns it only for
+//! an allow outcome of a Cedar decision ([`decide_route`], [`decide_play`]),
+//! plus the benchmark-only pass-through mode ([`passthrough`], reachable only
+//! through `Decider`, and only when the `passthrough` setting is on). Every
+//! code path that forwards a request (the proxy, the guarded playback prefix,
+//! forward-auth's 200, any future front door) takes an `Allowed`, so a request
+//! no decision allowed cannot be forwarded: a reviewer checks this one file.
+
+use std::sync::Arc;
+
+use crate::authn::playback_token::Grant;
+use crate::authn::principal::Caller;
+use crate::authz::decide::decide_action;
+use crate::authz::entities::RequestFacts;
+use crate::authz::play::PlayRequest;
+use crate::authz::routes::Route;
+use crate::authz::{Outcome, PolicySnapshot};
+
+/// A request Cedar allowed, and for whom: what the upstream is told.
+#[derive(Clone)]
+pub struct Allowed {
+    caller: Caller,
+    /// The `x-rolegate-credential` value: the caller's credential kind, or
+    /// `playback` on the guarded prefix.
+    credential: &'static str,
+    /// The allow outcome (none in pass-through mode).
+    outcome: Option<Arc<Outcome>>,
+}
+
+impl Allowed {
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    pub fn credential(&self) -> &'static str {
+        self.credential
+    }
+
+    /// The policies that determined the allow.
+    pub fn policies(&self) -> &[String] {
+        self.outcome
+            .as_deref()
+            .map_or(&[], |o| o.policies.as_slice())
+    }
+}
+
+/// A Cedar decision: the proof on allow, the outcome (for the deny log) on deny.
+pub enum Decision {
+    Allow(Allowed),
+    Deny(Arc<Outcome>),
+}
+
+/// Decide a route's action on its resource for `caller` (see [`decide_action`]).
+pub fn decide_route(
+    snapshot: &PolicySnapshot,
+    caller: &Caller,
+    route: &Route,
+    resource_id: &str,
+    resource_org: &str,
+    facts: &RequestFacts<'_>,
+) -> Decision {
+    let outcome = decide_action(
+        snapshot,
+        caller,
+        &route.action,
+        &route.resource_type,
+        resource_id,
+        resource_org,
+        facts,
+    );
+    if outcome.allowed {
+        Decision::Allow(Allowed {
+            caller: caller.clone(),
+            credential: caller.kind.as_str(),
+            outcome: Some(outcome),
+        })
+    } else {
+        Decision::Deny(outcome)
+    }
+}
+
+/// Decide `play` for a viewer's verified playback token (see [`crate::authz::play`]).
+/// The upstream is told the organisation and the credential `playback`.
+pub fn decide_play(
+    snapshot: &PolicySnapshot,
+    grant: &Grant<'_>,
+    req: &PlayRequest<'_>,
+) -> Decision {
+    let outcome = Arc::new(crate::authz::play::decide_play(snapshot, grant, req));
+    if outcome.allowed {
+        Decision::Allow(Allowed {
+            caller: Caller {
+                org: Some(Arc::from(grant.org)),
+                ..Caller::anonymous()
+            },
+            credential: "playback",
+            outcome: Some(outcome),
+        })
+    } else {
+        Decision::Deny(outcome)
+    }
+}
+
+/// Forward without any decision: the benchmark-only `passthrough` setting.
+/// `pub(super)`: only `Decider`, which checks the setting, can call it.
+pub(super) fn passthrough() -> Allowed {
+    Allowed {
+        caller: Caller::anonymous(),
+        credential: Caller::anonymous().kind.as_str(),
+        outcome: None,
+    }
+}

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::authn::credential::CredentialError;
 use crate::authn::playback_token::PlaybackError;
 use crate::authn::token::TokenError;
+use crate::reason::Reason;
 use crate::store::StoreError;
 
 /// The body type rolegate answers with when it answers itself.
@@ -27,17 +28,25 @@ pub enum ApiError {
     Token(#[from] TokenError),
     /// The credential was valid but names nobody (unknown or deleted user, unknown key).
     #[error("unknown principal: {0}")]
-    UnknownPrincipal(&'static str),
+    UnknownPrincipal(Reason),
     #[error("access denied: {0}")]
-    Denied(&'static str),
+    Denied(Reason),
     #[error("bad request: {reason}")]
     BadRequest {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         userinfo: Value,
     },
     #[error("not found: {0}")]
-    NotFound(&'static str),
+    NotFound(Reason),
+    /// A playback token refused by the token service's own endpoints
+    /// (`/playback/token/verify`, `/revoke`), answered in that service's shape.
+    #[error("playback token refused: {message}")]
+    PlaybackToken {
+        status: StatusCode,
+        code: u32,
+        message: String,
+    },
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("too many requests")]
@@ -45,7 +54,7 @@ pub enum ApiError {
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("not ready")]
     NotReady,
     #[error("upstream unreachable: {0}")]
@@ -58,7 +67,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// A 400 naming the offending parameter, in the platform's 1002/1004 style.
-    pub fn bad_param(reason: &'static str, parameter: &str, message: impl Into<String>) -> Self {
+    pub fn bad_param(reason: Reason, parameter: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             reason,
             message: message.into(),
@@ -67,24 +76,37 @@ impl ApiError {
     }
 
     /// The HTTP status, the platform error code and the short reason code.
-    pub fn parts(&self) -> (StatusCode, u32, &'static str) {
+    pub fn parts(&self) -> (StatusCode, u32, Reason) {
         match self {
             ApiError::Credential(e) => (StatusCode::UNAUTHORIZED, 4002, e.reason()),
             ApiError::Token(e) => (StatusCode::UNAUTHORIZED, 4002, e.reason()),
-            ApiError::UnknownPrincipal(r) => (StatusCode::UNAUTHORIZED, 4002, r),
-            ApiError::Denied(r) => (StatusCode::FORBIDDEN, 2001, r),
-            ApiError::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, 1002, reason),
-            ApiError::NotFound(r) => (StatusCode::NOT_FOUND, 1404, r),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, 1409, "conflict"),
-            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, 4029, "too_many_attempts"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 1413, "payload_too_large"),
-            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, 5003, "store_unavailable"),
-            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, 5003, "not_ready"),
-            ApiError::UpstreamUnreachable(_) => {
-                (StatusCode::BAD_GATEWAY, 5002, "upstream_unreachable")
+            ApiError::UnknownPrincipal(r) => (StatusCode::UNAUTHORIZED, 4002, *r),
+            ApiError::Denied(r) => (StatusCode::FORBIDDEN, 2001, *r),
+            ApiError::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, 1002, *reason),
+            ApiError::NotFound(r) => (StatusCode::NOT_FOUND, 1404, *r),
+            ApiError::PlaybackToken { status, code, .. } => {
+                (*status, *code, Reason::PlaybackTokenInvalid)
             }
-            ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, 5004, "upstream_timeout"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 5000, "internal"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, 1409, Reason::Conflict),
+            ApiError::TooManyRequests => {
+                (StatusCode::TOO_MANY_REQUESTS, 4029, Reason::TooManyAttempts)
+            }
+            ApiError::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, 1413, Reason::PayloadTooLarge)
+            }
+            ApiError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                5003,
+                Reason::StoreUnavailable,
+            ),
+            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, 5003, Reason::NotReady),
+            ApiError::UpstreamUnreachable(_) => {
+                (StatusCode::BAD_GATEWAY, 5002, Reason::UpstreamUnreachable)
+            }
+            ApiError::UpstreamTimeout => {
+                (StatusCode::GATEWAY_TIMEOUT, 5004, Reason::UpstreamTimeout)
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 5000, Reason::Internal),
         }
     }
 
@@ -96,6 +118,7 @@ impl ApiError {
             ApiError::Denied(_) => "Access denied".to_owned(),
             ApiError::BadRequest { message, .. } => message.clone(),
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::PlaybackToken { message, .. } => message.clone(),
             ApiError::Conflict(message) => message.clone(),
             ApiError::TooManyRequests => "Too many failed attempts, try again later".to_owned(),
             ApiError::PayloadTooLarge => "Request body too large".to_owned(),
@@ -109,12 +132,21 @@ impl ApiError {
     /// The response for this error. `request_id` is echoed so a caller can quote it.
     pub fn into_response(self, request_id: Option<&HeaderValue>) -> Response<LocalBody> {
         let (status, code, reason) = self.parts();
+        if let ApiError::PlaybackToken { message, .. } = &self {
+            let body = json!({"success": false, "errorCode": code, "message": message});
+            let mut resp = json_response(status, &body);
+            if let Some(id) = request_id {
+                resp.headers_mut()
+                    .insert(crate::request::REQUEST_ID_NAME, id.clone());
+            }
+            return resp;
+        }
         let mut userinfo = match &self {
             ApiError::BadRequest { userinfo, .. } => userinfo.clone(),
             _ => json!({}),
         };
         if let Value::Object(map) = &mut userinfo {
-            map.insert("reason".to_owned(), Value::from(reason));
+            map.insert("reason".to_owned(), Value::from(reason.as_str()));
         }
         let body =
             json!({ "error": { "code": code, "message": self.message(), "userinfo": userinfo } });
@@ -133,13 +165,31 @@ impl ApiError {
     }
 }
 
+/// The one mapping of store failures: what the store refused is the
+/// caller's problem (404, 409, 400); the store being unreachable is a 503.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => ApiError::NotFound(Reason::NoSuchUser),
+            StoreError::Refused(msg) => ApiError::Conflict(msg),
+            StoreError::Duplicate(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::InviteRefused(why) => ApiError::BadRequest {
+                reason: Reason::InviteRefused,
+                message: format!("Invite is {why}"),
+                userinfo: json!({ "parameter": "token" }),
+            },
+            other => ApiError::Store(other),
+        }
+    }
+}
+
 impl From<PlaybackError> for ApiError {
     fn from(e: PlaybackError) -> Self {
         match e {
-            PlaybackError::Store(s) => ApiError::Store(s),
+            PlaybackError::Store(s) => ApiError::from(s),
             PlaybackError::Key(m) => ApiError::Internal(m),
             // The token is the viewer's credential: a bad one is a 401.
-            _ => ApiError::UnknownPrincipal("playback_token_invalid"),
+            _ => ApiError::UnknownPrincipal(Reason::PlaybackTokenInvalid),
         }
     }
 }

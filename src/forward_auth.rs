@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::decision::{forwarding, Question, Verdict};
 use crate::error::{empty_response, ApiError, LocalBody};
+use crate::reason::Reason;
 use crate::request::path;
 use crate::state::AppState;
 
@@ -32,14 +33,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a s
     };
     if values.next().is_some() {
         return Err(ApiError::bad_param(
-            "duplicate_forwarded_header",
+            Reason::DuplicateForwardedHeader,
             name,
             format!("`{name}` sent more than once"),
         ));
     }
     v.to_str().map(Some).map_err(|_| {
         ApiError::bad_param(
-            "bad_forwarded_header",
+            Reason::BadForwardedHeader,
             name,
             format!("`{name}` is not visible ASCII"),
         )
@@ -54,7 +55,7 @@ fn either<'a>(
 ) -> Result<Option<&'a str>, ApiError> {
     match (header(headers, a)?, header(headers, b)?) {
         (Some(x), Some(y)) if x != y => Err(ApiError::bad_param(
-            "conflicting_forwarded_headers",
+            Reason::ConflictingForwardedHeaders,
             a,
             format!("`{a}` and `{b}` disagree"),
         )),
@@ -72,14 +73,14 @@ pub async fn handle(
 ) -> Result<Response<LocalBody>, ApiError> {
     let method = either(headers, "x-original-method", "x-forwarded-method")?.ok_or_else(|| {
         ApiError::bad_param(
-            "missing_original_method",
+            Reason::MissingOriginalMethod,
             "x-original-method",
             "Parameter required",
         )
     })?;
     let uri = either(headers, "x-original-uri", "x-forwarded-uri")?.ok_or_else(|| {
         ApiError::bad_param(
-            "missing_original_uri",
+            Reason::MissingOriginalUri,
             "x-original-uri",
             "Parameter required",
         )
@@ -97,7 +98,7 @@ pub async fn handle(
     })?;
     if normal != raw_path {
         return Err(ApiError::bad_param(
-            "path_not_normal",
+            Reason::PathNotNormal,
             "x-original-uri",
             "Request path is not in normal form",
         ));
@@ -113,10 +114,10 @@ pub async fn handle(
     };
     let allowed = match state.decider.decide(&question).await? {
         Verdict::Forward(allowed) => allowed,
-        Verdict::Local(_) => return Err(ApiError::Denied("not_forwardable")),
+        Verdict::Local(_) => return Err(ApiError::Denied(Reason::NotForwardable)),
     };
     let mut resp = empty_response(StatusCode::OK);
     forwarding::set_identity(resp.headers_mut(), &allowed, request_id, client_ip);
-    state.metrics.count("allow", "forward_auth");
+    state.metrics.count("allow", Reason::ForwardAuth);
     Ok(resp)
 }

@@ -21,6 +21,7 @@ pub mod forward_auth;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
+pub mod reason;
 pub mod request;
 pub mod state;
 pub mod store;

@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::reason::Reason;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub decision: &'static str,
@@ -95,7 +97,7 @@ impl Metrics {
         let allow_forwarded = requests
             .get_or_create(&DecisionLabels {
                 decision: "allow",
-                reason: "forwarded",
+                reason: Reason::Forwarded.as_str(),
             })
             .clone();
         let m = Metrics {
@@ -174,9 +176,12 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn count(&self, decision: &'static str, reason: &'static str) {
+    pub fn count(&self, decision: &'static str, reason: Reason) {
         self.requests
-            .get_or_create(&DecisionLabels { decision, reason })
+            .get_or_create(&DecisionLabels {
+                decision,
+                reason: reason.as_str(),
+            })
             .inc();
     }
 

@@ -20,6 +20,7 @@ use crate::authz::routes::Route;
 use crate::authz::PolicySnapshot;
 use crate::decision::Local;
 use crate::error::{ApiError, LocalBody};
+use crate::reason::Reason;
 use crate::state::AppState;
 
 /// Everything an endpoint gets about the request it answers.
@@ -96,7 +97,7 @@ impl RequestCtx {
                 &self.caller,
                 &outcome,
             );
-            Err(ApiError::Denied("policy_deny"))
+            Err(ApiError::Denied(Reason::PolicyDeny))
         }
     }
 }
@@ -116,7 +117,7 @@ pub async fn dispatch(
         | Endpoint::PlaybackKeyRotate => playback::dispatch(state, &ctx, endpoint, req).await,
         _ => users::dispatch(state, &ctx, endpoint, req).await,
     };
-    answered.unwrap_or(Err(ApiError::NotFound("endpoint")))
+    answered.unwrap_or(Err(ApiError::NotFound(Reason::NoSuchEndpoint)))
 }
 
 /// A request body as JSON, refusing bodies above `max_body_bytes`.
@@ -132,5 +133,5 @@ pub(crate) async fn read_json(
         .map_err(|_| ApiError::PayloadTooLarge)?
         .to_bytes();
     serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::bad_param("invalid_body", "body", "Body must be a JSON object"))
+        .map_err(|_| ApiError::bad_param(Reason::InvalidBody, "body", "Body must be a JSON object"))
 }

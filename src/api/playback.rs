@@ -19,6 +19,7 @@ use crate::authn::playback_token::{
 use crate::authz::routes::Endpoint;
 use crate::clock::unix_now;
 use crate::error::{empty_response, json_response, ApiError, LocalBody};
+use crate::reason::Reason;
 use crate::state::AppState;
 use crate::store::{NewAudit, PlaybackKey};
 
@@ -81,7 +82,7 @@ struct IssueRequest {
 }
 
 fn bad(field: &str, message: &str) -> ApiError {
-    ApiError::bad_param("invalid_parameter", field, message.to_owned())
+    ApiError::bad_param(Reason::InvalidParameter, field, message.to_owned())
 }
 
 fn opt_u64(body: &Value, field: &str) -> Result<Option<u64>, ApiError> {
@@ -218,7 +219,7 @@ async fn issue(
         .caller
         .org
         .clone()
-        .ok_or(ApiError::Denied("no_organisation"))?;
+        .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
     let body = read_json(state, req).await?;
     let now = unix_now();
     let r = parse_issue(&body, now)?;
@@ -261,11 +262,12 @@ async fn issue(
     ))
 }
 
-fn token_error(status: StatusCode, code: u32, message: &str) -> Response<LocalBody> {
-    json_response(
+fn token_error(status: StatusCode, code: u32, message: &str) -> ApiError {
+    ApiError::PlaybackToken {
         status,
-        &json!({"success": false, "errorCode": code, "message": message}),
-    )
+        code,
+        message: message.to_owned(),
+    }
 }
 
 fn body_token(body: &Value) -> Result<&str, ApiError> {
@@ -286,8 +288,8 @@ async fn verify_endpoint(
             StatusCode::OK,
             &json!({"success": true, "data": claims}),
         )),
-        Err(PlaybackError::Store(e)) => Err(ApiError::Store(e)),
-        Err(e) => Ok(token_error(StatusCode::FORBIDDEN, e.code(), &e.to_string())),
+        Err(PlaybackError::Store(e)) => Err(e.into()),
+        Err(e) => Err(token_error(StatusCode::FORBIDDEN, e.code(), &e.to_string())),
     }
 }
 
@@ -300,24 +302,24 @@ async fn revoke(
         .caller
         .org
         .clone()
-        .ok_or(ApiError::Denied("no_organisation"))?;
+        .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
     let body = read_json(state, req).await?;
     let token = body_token(&body)?;
     // An expired token can still be revoked: revocation is permanent anyway.
     let claims = match decode(state.store.as_ref(), token, false).await {
         Ok(c) => c,
-        Err(PlaybackError::Store(e)) => return Err(ApiError::Store(e)),
-        Err(e) => return Ok(token_error(StatusCode::FORBIDDEN, e.code(), &e.to_string())),
+        Err(PlaybackError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(token_error(StatusCode::FORBIDDEN, e.code(), &e.to_string())),
     };
     if claims.org != *org {
-        return Ok(token_error(
+        return Err(token_error(
             StatusCode::FORBIDDEN,
             2012,
             "token belongs to another organisation",
         ));
     }
     if !claims.revocable {
-        return Ok(token_error(
+        return Err(token_error(
             StatusCode::BAD_REQUEST,
             2011,
             "token is not revocable",
@@ -356,7 +358,7 @@ async fn rotate(state: &Arc<AppState>, ctx: &RequestCtx) -> Result<Response<Loca
         .caller
         .org
         .clone()
-        .ok_or(ApiError::Denied("no_organisation"))?;
+        .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
     let key = state.store.put_playback_key(new_key(&org)?, true).await?;
     state
         .store

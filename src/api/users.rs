@@ -24,18 +24,10 @@ use crate::authz::entities::{self, RequestFacts};
 use crate::authz::routes::Endpoint;
 use crate::authz::PolicySnapshot;
 use crate::error::{json_response, ApiError, LocalBody};
+use crate::reason::Reason;
 use crate::state::AppState;
 use crate::store::{self, AuditFilter, NewAudit, StoreError, User};
 
-/// Map store outcomes that are the caller's business to their status codes.
-fn store_err(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound(_) => ApiError::NotFound("user"),
-        StoreError::Refused(msg) => ApiError::Conflict(msg),
-        StoreError::Duplicate(what) => ApiError::Conflict(format!("{what} already exists")),
-        other => ApiError::Store(other),
-    }
-}
 
 /// A non-secret fingerprint of a tokenKey: it changes when the key is renewed,
 /// which is what the user list's "token key" column is for, and reveals nothing
@@ -62,7 +54,7 @@ fn caller_org(ctx: &RequestCtx) -> Result<&str, ApiError> {
     ctx.caller
         .org
         .as_deref()
-        .ok_or(ApiError::Denied("no_organisation"))
+        .ok_or(ApiError::Denied(Reason::NoOrganisation))
 }
 
 async fn audit(
@@ -109,14 +101,16 @@ async fn target_user(
         .get("userId")
         .or_else(|| body.get("id"))
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_param("missing_parameter", "userId", "Parameter required"))?;
+        .ok_or_else(|| {
+            ApiError::bad_param(Reason::MissingParameter, "userId", "Parameter required")
+        })?;
     let own = caller_org(ctx)?;
     let user = state.store.user(id).await?;
     // An unknown id is judged in the caller's own organisation: allowed callers
     // learn it does not exist (404), others are denied as for any user.
     let org = user.as_ref().map(|u| u.org_id.as_str()).unwrap_or(own);
     ctx.authorize(action, "User", id, org)?;
-    user.ok_or(ApiError::NotFound("user"))
+    user.ok_or(ApiError::NotFound(Reason::NoSuchUser))
 }
 
 /// The role a body names, as `permission` (the platform's word) or `role`.
@@ -125,7 +119,9 @@ fn role_field(body: &Value) -> Result<String, ApiError> {
         .or_else(|| body.get("role"))
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::bad_param("missing_parameter", "permission", "Parameter required"))
+        .ok_or_else(|| {
+            ApiError::bad_param(Reason::MissingParameter, "permission", "Parameter required")
+        })
 }
 
 fn valid_role(snapshot: &PolicySnapshot, role: &str) -> Result<(), ApiError> {
@@ -134,7 +130,7 @@ fn valid_role(snapshot: &PolicySnapshot, role: &str) -> Result<(), ApiError> {
     }
     let roles: Vec<&String> = snapshot.roles.keys().collect();
     Err(ApiError::BadRequest {
-        reason: "unknown_role",
+        reason: Reason::UnknownRole,
         message: format!("Unknown role `{role}`"),
         userinfo: json!({ "parameter": "permission", "valid": roles }),
     })
@@ -231,7 +227,7 @@ pub async fn dispatch(
                     )
                 }),
                 None => Err(ApiError::bad_param(
-                    "missing_parameter",
+                    Reason::MissingParameter,
                     "name",
                     "Parameter required",
                 )),
@@ -293,7 +289,7 @@ async fn get(state: &AppState, ctx: &RequestCtx) -> Result<Response<LocalBody>, 
         .store
         .user(id)
         .await?
-        .ok_or(ApiError::NotFound("user"))?;
+        .ok_or(ApiError::NotFound(Reason::NoSuchUser))?;
     let mut body = user_json(&user);
     body["role"] = role_json(&ctx.snapshot, &user.role);
     Ok(json_response(StatusCode::OK, &json!({ "data": body })))
@@ -340,7 +336,7 @@ async fn change_role(
                 &e.to_string(),
             )
             .await;
-            Err(store_err(e))
+            Err(e.into())
         }
     }
 }
@@ -357,7 +353,7 @@ async fn renew(
         .set_token_key(&user.id, &store::random_key())
         .await;
     state.cache.invalidate_user(&user.id);
-    let u = result.map_err(store_err)?;
+    let u = result?;
     audit(state, ctx, "resetUserToken", &u.id, "ok", "").await;
     Ok(json_response(
         StatusCode::OK,
@@ -382,7 +378,7 @@ async fn delete(state: &AppState, ctx: &RequestCtx) -> Result<Response<LocalBody
             if !matches!(e, StoreError::NotFound(_)) {
                 audit(state, ctx, "deleteUser", &id, "refused", &e.to_string()).await;
             }
-            Err(store_err(e))
+            Err(e.into())
         }
     }
 }
@@ -402,7 +398,7 @@ async fn issue_token(
                 .store
                 .user(me)
                 .await?
-                .ok_or(ApiError::UnknownPrincipal("unknown_user"))?
+                .ok_or(ApiError::UnknownPrincipal(Reason::UnknownUser))?
         }
         (Some(id), Some(me)) if id == me => {
             ctx.authorize("getBintuToken", "User", me, caller_org(ctx)?)?;
@@ -410,12 +406,12 @@ async fn issue_token(
                 .store
                 .user(me)
                 .await?
-                .ok_or(ApiError::UnknownPrincipal("unknown_user"))?
+                .ok_or(ApiError::UnknownPrincipal(Reason::UnknownUser))?
         }
         (Some(_), _) => target_user(state, ctx, &body, "issueUserToken").await?,
         (None, None) => {
             return Err(ApiError::bad_param(
-                "missing_parameter",
+                Reason::MissingParameter,
                 "userId",
                 "Parameter required",
             ))
@@ -441,7 +437,7 @@ async fn organisation(state: &AppState, ctx: &RequestCtx) -> Result<Response<Loc
         .store
         .org(caller_org(ctx)?)
         .await?
-        .ok_or(ApiError::NotFound("organisation"))?;
+        .ok_or(ApiError::NotFound(Reason::NoSuchOrganisation))?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "data": { "id": org.id, "name": org.name, "webhook": org.webhook, "createdAt": rfc3339(org.created_at) } }),
@@ -461,18 +457,14 @@ async fn webhook(
         }
         _ => {
             return Err(ApiError::bad_param(
-                "invalid_webhook",
+                Reason::InvalidWebhook,
                 "webhook",
                 "webhook must be an http(s) URL or null",
             ))
         }
     };
     let org = caller_org(ctx)?;
-    state
-        .store
-        .set_webhook(org, url.as_deref())
-        .await
-        .map_err(store_err)?;
+    state.store.set_webhook(org, url.as_deref()).await?;
     audit(
         state,
         ctx,
@@ -493,7 +485,7 @@ async fn player_key(state: &AppState, ctx: &RequestCtx) -> Result<Response<Local
         .store
         .org(caller_org(ctx)?)
         .await?
-        .ok_or(ApiError::NotFound("organisation"))?;
+        .ok_or(ApiError::NotFound(Reason::NoSuchOrganisation))?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "data": { "playerKey": org.player_key } }),
@@ -510,17 +502,13 @@ async fn rotate_key(
         (
             "rotateApiKey",
             "apiKey",
-            state.store.rotate_api_key(org).await.map_err(store_err)?,
+            state.store.rotate_api_key(org).await?,
         )
     } else {
         (
             "rotatePlayerKey",
             "playerKey",
-            state
-                .store
-                .rotate_player_key(org)
-                .await
-                .map_err(store_err)?,
+            state.store.rotate_player_key(org).await?,
         )
     };
     state.cache.invalidate_keys();
@@ -552,7 +540,7 @@ fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     body.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_param("missing_parameter", name, "Parameter required"))
+        .ok_or_else(|| ApiError::bad_param(Reason::MissingParameter, name, "Parameter required"))
 }
 
 async fn invite(
@@ -594,14 +582,14 @@ async fn accept_invite(
     let password = str_field(&body, "password")?;
     if !email.contains('@') {
         return Err(ApiError::bad_param(
-            "invalid_email",
+            Reason::InvalidEmail,
             "email",
             "email is not an address",
         ));
     }
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(ApiError::bad_param(
-            "weak_password",
+            Reason::WeakPassword,
             "password",
             format!("password must have at least {MIN_PASSWORD_LEN} characters"),
         ));
@@ -622,15 +610,7 @@ async fn accept_invite(
                 password_hash: Some(password_hash),
             },
         )
-        .await
-        .map_err(|e| match e {
-            StoreError::InviteRefused(why) => ApiError::BadRequest {
-                reason: "invite_refused",
-                message: format!("Invite is {why}"),
-                userinfo: json!({ "parameter": "token" }),
-            },
-            other => store_err(other),
-        })?;
+        .await?;
     // A cached "unknown id" must not outlive the user's creation.
     state.cache.invalidate_user(&user.id);
     let record = NewAudit {
@@ -672,7 +652,7 @@ async fn login(
     let Some(user) = user.filter(|_| ok) else {
         state.login_throttle.failed(&email, ctx.client_ip);
         tracing::info!(request_id = ctx.request_id(), "login failed");
-        return Err(ApiError::UnknownPrincipal("bad_credentials"));
+        return Err(ApiError::UnknownPrincipal(Reason::BadCredentials));
     };
     state.login_throttle.succeeded(&email, ctx.client_ip);
     let token = crate::authn::token::mint_for_user(

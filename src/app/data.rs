@@ -24,6 +24,7 @@ use crate::api::RequestCtx;
 use crate::decision::{Question, Verdict};
 use crate::error::ApiError;
 use crate::proxy::{self, Proxy, ProxyBody};
+use crate::reason::Reason;
 use crate::request::client_addr;
 use crate::state::AppState;
 
@@ -150,7 +151,7 @@ impl DataListener {
             target.path.into_owned(),
         );
         let resp = Box::pin(crate::api::dispatch(state, ctx, req)).await?;
-        state.metrics.count("allow", "local");
+        state.metrics.count("allow", Reason::Local);
         Ok(resp.map(Either::Right))
     }
 }

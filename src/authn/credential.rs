@@ -5,6 +5,7 @@
 //! Two different credentials, or one header sent twice, is refused: there is no
 //! "first one wins" for an attacker to exploit.
 
+use crate::reason::Reason;
 use http::header::{HeaderName, AUTHORIZATION};
 use http::HeaderMap;
 
@@ -69,13 +70,13 @@ pub enum CredentialError {
 }
 
 impl CredentialError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            CredentialError::Multiple => "multiple_credentials",
-            CredentialError::Duplicate(_) => "duplicate_credential_header",
-            CredentialError::UnsupportedScheme => "unsupported_auth_scheme",
-            CredentialError::Malformed => "malformed_credential",
-            CredentialError::TooLong => "credential_too_long",
+            CredentialError::Multiple => Reason::MultipleCredentials,
+            CredentialError::Duplicate(_) => Reason::DuplicateCredentialHeader,
+            CredentialError::UnsupportedScheme => Reason::UnsupportedAuthScheme,
+            CredentialError::Malformed => Reason::MalformedCredential,
+            CredentialError::TooLong => Reason::CredentialTooLong,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! JOSE header twice. The checks are the same: compact form, HS256 and our `typ`
 //! pinned, constant-time MAC comparison, strictly typed claims.
 
+use crate::reason::Reason;
 use std::borrow::Cow;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -67,19 +68,19 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            TokenError::Malformed => "token_malformed",
-            TokenError::WrongType => "token_wrong_type",
-            TokenError::BadKeyId => "token_bad_kid",
-            TokenError::BadSignature => "token_bad_signature",
-            TokenError::BadClaims => "token_bad_claims",
-            TokenError::WrongIssuer => "token_wrong_issuer",
-            TokenError::WrongAudience => "token_wrong_audience",
-            TokenError::WrongSubject => "token_wrong_subject",
-            TokenError::Expired => "token_expired",
-            TokenError::NotYetValid => "token_not_yet_valid",
-            TokenError::Signing => "token_signing_failed",
+            TokenError::Malformed => Reason::TokenMalformed,
+            TokenError::WrongType => Reason::TokenWrongType,
+            TokenError::BadKeyId => Reason::TokenBadKid,
+            TokenError::BadSignature => Reason::TokenBadSignature,
+            TokenError::BadClaims => Reason::TokenBadClaims,
+            TokenError::WrongIssuer => Reason::TokenWrongIssuer,
+            TokenError::WrongAudience => Reason::TokenWrongAudience,
+            TokenError::WrongSubject => Reason::TokenWrongSubject,
+            TokenError::Expired => Reason::TokenExpired,
+            TokenError::NotYetValid => Reason::TokenNotYetValid,
+            TokenError::Signing => Reason::TokenSigningFailed,
         }
     }
 }

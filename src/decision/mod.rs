@@ -37,6 +37,7 @@ use crate::authz::routes::{Endpoint, Handler, ResourceId, Route};
 use crate::authz::{Outcome, PolicySnapshot, PolicyStore};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Stage};
+use crate::reason::Reason;
 use crate::request::path;
 use crate::store::SharedStore;
 
@@ -135,7 +136,7 @@ impl Decider {
                 };
                 let user = lookup
                     .value
-                    .ok_or(ApiError::UnknownPrincipal("unknown_user"))?;
+                    .ok_or(ApiError::UnknownPrincipal(Reason::UnknownUser))?;
                 user.verify(&parsed, &self.tokens, crate::clock::unix_now())?;
                 Ok(Caller {
                     kind: CredentialKind::UserToken,
@@ -150,7 +151,7 @@ impl Decider {
                     .api_key(k)
                     .await?
                     .value
-                    .ok_or(ApiError::UnknownPrincipal("unknown_api_key"))?;
+                    .ok_or(ApiError::UnknownPrincipal(Reason::UnknownApiKey))?;
                 Ok(Caller {
                     kind: CredentialKind::ApiKey,
                     user_id: None,
@@ -164,7 +165,7 @@ impl Decider {
                     .player_key(k)
                     .await?
                     .value
-                    .ok_or(ApiError::UnknownPrincipal("unknown_player_key"))?;
+                    .ok_or(ApiError::UnknownPrincipal(Reason::UnknownPlayerKey))?;
                 Ok(Caller {
                     kind: CredentialKind::PlayerKey,
                     user_id: None,
@@ -212,7 +213,7 @@ impl Decider {
                 principal = %caller.actor(),
                 "deny: no route"
             );
-            return Err(ApiError::Denied("no_route"));
+            return Err(ApiError::Denied(Reason::NoRoute));
         };
         let route = m.route.clone();
         // Only local endpoints read the parameters; forwarded routes skip the copies.
@@ -238,7 +239,7 @@ impl Decider {
                         snapshot,
                     }))
                 }
-                _ => Err(ApiError::Denied("undecided_route")),
+                _ => Err(ApiError::Denied(Reason::UndecidedRoute)),
             };
         }
 
@@ -291,9 +292,9 @@ impl Decider {
                 );
                 // Without a credential the fix is to bring one: 401, not 403.
                 if caller.kind == CredentialKind::Anonymous {
-                    return Err(ApiError::UnknownPrincipal("credential_required"));
+                    return Err(ApiError::UnknownPrincipal(Reason::CredentialRequired));
                 }
-                return Err(ApiError::Denied("policy_deny"));
+                return Err(ApiError::Denied(Reason::PolicyDeny));
             }
         };
         match route.handler {
@@ -314,10 +315,10 @@ impl Decider {
     pub async fn play(&self, q: &Question<'_>, prefix: &str) -> Result<Allowed, ApiError> {
         let stream = stream_of(q.path, prefix);
         let token = playback_token::request_token(q.headers, q.query)
-            .ok_or(ApiError::UnknownPrincipal("playback_token_required"))?;
+            .ok_or(ApiError::UnknownPrincipal(Reason::PlaybackTokenRequired))?;
         let claims = playback_token::validate(self.store.as_ref(), token).await?;
         if stream.is_empty() {
-            return Err(ApiError::Denied("no_stream"));
+            return Err(ApiError::Denied(Reason::NoStream));
         }
         let snapshot = self.policies.current();
         let decision = allowed::decide_play(
@@ -342,7 +343,7 @@ impl Decider {
                     errors = ?outcome.errors,
                     "deny: play"
                 );
-                Err(ApiError::Denied("policy_deny"))
+                Err(ApiError::Denied(Reason::PolicyDeny))
             }
         }
     }

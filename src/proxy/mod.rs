@@ -24,6 +24,7 @@ use crate::decision::forwarding;
 use crate::decision::Allowed;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Stage};
+use crate::reason::Reason;
 use crate::request::{path, REQUEST_ID_NAME};
 use upstream::{Upstream, UpstreamBody};
 
@@ -111,7 +112,7 @@ impl Proxy {
             .as_ref()
             .ok_or_else(|| ApiError::UpstreamUnreachable("no upstream configured".to_owned()))?;
         if req.method() == Method::CONNECT {
-            return Err(ApiError::Denied("method_not_allowed"));
+            return Err(ApiError::Denied(Reason::MethodNotAllowed));
         }
         let headers = req.headers_mut();
         forwarding::strip_request(headers, self.forward_credentials);

@@ -13,6 +13,7 @@
 //!   servers disagree on how to read them;
 //! - other percent-encodings stay as sent (stream names may contain them).
 
+use crate::reason::Reason;
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,13 +31,13 @@ pub enum PathError {
 }
 
 impl PathError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            PathError::NotAbsolute => "path_not_absolute",
-            PathError::AboveRoot => "path_above_root",
-            PathError::EncodedSeparator => "path_encoded_separator",
-            PathError::BadEncoding => "path_bad_encoding",
-            PathError::ForbiddenCharacter => "path_forbidden_character",
+            PathError::NotAbsolute => Reason::PathNotAbsolute,
+            PathError::AboveRoot => Reason::PathAboveRoot,
+            PathError::EncodedSeparator => Reason::PathEncodedSeparator,
+            PathError::BadEncoding => Reason::PathBadEncoding,
+            PathError::ForbiddenCharacter => Reason::PathForbiddenCharacter,
         }
     }
 }

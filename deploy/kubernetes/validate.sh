@@ -21,7 +21,7 @@
 #   startupProbe and no longer a container; every form runs rolegate as
 #   65532 with a read-only root, and its termination grace period covers
 #   rolegate's preStop pause plus its drain.
-# Before that, the validator must reject broken variants of the rendered
+# Then the validator must reject broken variants of the rendered
 # manifests, each for its own reason: a check that passes everything fails.
 #
 # The tools are pinned and installed on first use into TOOLS_DIR (default
@@ -109,6 +109,9 @@ for values in "$chart"/ci/*-values.yaml; do
   "$HELM" template rolegate "$chart" -f "$values" >"$out/helm-$name.yaml"
 done
 
+# === validate ===
+validate "$out"/kustomize-*.yaml "$out"/helm-*.yaml "$here"/secret*.example.yaml
+
 # === the validator rejects what it must ===
 # Each of a list of breakages of the rendered base and overlay (a typo'd
 # field, a wrong type, a missing selector, an unknown kind or apiVersion, a
@@ -116,6 +119,3 @@ done
 # limit, a Service aimed at the app, no PDB, a native sidecar without
 # startupProbe or restartPolicy) must fail, each with its own message.
 validate --self-test "$out/kustomize-base.yaml" "$out/kustomize-native-sidecar.yaml"
-
-# === validate ===
-validate "$out"/kustomize-*.yaml "$out"/helm-*.yaml "$here"/secret*.example.yaml

@@ -55,7 +55,7 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import kubernetes_val
   command -v python3 >/dev/null 2>&1 || die "needs python3"
   say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $venv"
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (Debian's python3 needs the python3-venv package)"
   timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check \
     -r "$here/validate-requirements.txt" || { rm -rf "$venv"; die "pip install failed"; }
 fi

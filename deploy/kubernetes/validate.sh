@@ -10,7 +10,7 @@
 # - the example Secrets, which the base does not apply;
 # - the Helm chart (deploy/helm/rolegate/): `helm lint --strict`, then
 #   `helm template` with its defaults and with each file in
-#   deploy/helm/rolegate/ci/;
+#   deploy/helm/rolegate/ci/; values it must refuse make it fail;
 # - every rendered document against the schemas of KUBE_VERSIONS (the oldest
 #   version the manifests need, for the `sleep` preStop action and native
 #   sidecars, and the newest the validator knows), strictly: an unknown
@@ -107,6 +107,15 @@ for values in "$chart"/ci/*-values.yaml; do
   "$HELM" lint --strict --quiet "$chart" -f "$values" >"$out/helm-lint-$name.log" 2>&1 \
     || { cat "$out/helm-lint-$name.log" >&2; die "helm lint failed with $(basename "$values")"; }
   "$HELM" template rolegate "$chart" -f "$values" >"$out/helm-$name.yaml"
+done
+
+# The chart refuses values that cannot work: a misspelt key
+# (values.schema.json), an unknown store, SQLite with two replicas, no master
+# secret.
+for bad in rolegate.nativeSidcar=true store.kind=mysql store.kind=sqlite masterSecret.existingSecret=; do
+  if "$HELM" template rolegate "$chart" --set "$bad" >/dev/null 2>&1; then
+    die "the Helm chart accepted --set $bad"
+  fi
 done
 
 # === validate ===

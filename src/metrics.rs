@@ -62,6 +62,8 @@ pub struct Metrics {
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub shadow_disagreements: Counter,
+    /// Audit records the store did not take (the change they record stands).
+    pub audit_write_failures: Counter,
     pub shadow_reload_failures: Counter,
     pub policy_version: Gauge,
     pub store_notifications: Counter,
@@ -111,6 +113,7 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             shadow_disagreements: Counter::default(),
+            audit_write_failures: Counter::default(),
             shadow_reload_failures: Counter::default(),
             policy_version: Gauge::default(),
             store_notifications: Counter::default(),
@@ -152,6 +155,11 @@ impl Metrics {
             "shadow_disagreements",
             "Requests where the shadow policy set decided differently from the live set",
             m.shadow_disagreements.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be written (logged at error level instead)",
+            m.audit_write_failures.clone(),
         );
         registry.register(
             "shadow_reload_failures",

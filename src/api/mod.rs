@@ -2,7 +2,13 @@
 //! endpoint the route table names. They run after the route's Cedar decision
 //! (or, for routes whose resource is named in the body, make it themselves).
 
+pub mod audit;
+pub mod invites;
+pub mod login;
+pub mod organisation;
+pub mod permissions;
 pub mod playback;
+pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
@@ -11,6 +17,7 @@ use std::net::IpAddr;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use serde_json::Value;
 
 use crate::authn::principal::Caller;
 use crate::authz::decide::{decide_action, log_deny};
@@ -102,22 +109,61 @@ impl RequestCtx {
     }
 }
 
-/// Answer an allowed request for one of rolegate's own endpoints.
+/// Answer an allowed request for one of rolegate's own endpoints. The match
+/// is exhaustive: an endpoint the route table can name always has its code.
 pub async fn dispatch(
     state: &Arc<AppState>,
     ctx: RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let endpoint = ctx.endpoint;
-    let answered = match endpoint {
-        Endpoint::PlaybackIssue
-        | Endpoint::PlaybackVerify
-        | Endpoint::PlaybackRevoke
-        | Endpoint::PlaybackJwks
-        | Endpoint::PlaybackKeyRotate => playback::dispatch(state, &ctx, endpoint, req).await,
-        _ => users::dispatch(state, &ctx, endpoint, req).await,
-    };
-    answered.unwrap_or(Err(ApiError::NotFound(Reason::NoSuchEndpoint)))
+    let ctx = &ctx;
+    match ctx.endpoint {
+        Endpoint::UsersList => users::list(state, ctx, req).await,
+        Endpoint::UsersGet => users::get(state, ctx).await,
+        Endpoint::UsersRole => users::change_role(state, ctx, req).await,
+        Endpoint::UsersTokenKey => users::renew(state, ctx, req).await,
+        Endpoint::UsersDelete => users::delete(state, ctx).await,
+        Endpoint::TokensIssue => tokens::issue_token(state, ctx, req).await,
+        Endpoint::PermissionsGet => permissions::get(ctx, &req),
+        Endpoint::PermissionsList => Ok(permissions::list(ctx)),
+        Endpoint::OrganisationGet => organisation::organisation(state, ctx).await,
+        Endpoint::OrganisationWebhook => organisation::webhook(state, ctx, req).await,
+        Endpoint::ApiKeyGet => Ok(organisation::api_key()),
+        Endpoint::ApiKeyRotate => organisation::rotate_key(state, ctx, true).await,
+        Endpoint::PlayerKeyGet => organisation::player_key(state, ctx).await,
+        Endpoint::PlayerKeyRotate => organisation::rotate_key(state, ctx, false).await,
+        Endpoint::AuditList => audit::audit_list(state, ctx, req).await,
+        Endpoint::UsersInvite => invites::invite(state, ctx, req).await,
+        Endpoint::UsersInviteAccept => invites::accept_invite(state, ctx, req).await,
+        Endpoint::Login => login::login(state, ctx, req).await,
+        Endpoint::Password => login::password(state, req).await,
+        Endpoint::PlaybackIssue => playback::issue(state, ctx, req).await,
+        Endpoint::PlaybackVerify => playback::verify_endpoint(state, req).await,
+        Endpoint::PlaybackRevoke => playback::revoke(state, ctx, req).await,
+        Endpoint::PlaybackJwks => playback::jwks(state).await,
+        Endpoint::PlaybackKeyRotate => playback::rotate(state, ctx).await,
+    }
+}
+
+pub(crate) fn caller_org(ctx: &RequestCtx) -> Result<&str, ApiError> {
+    ctx.caller
+        .org
+        .as_deref()
+        .ok_or(ApiError::Denied(Reason::NoOrganisation))
+}
+
+pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+pub(crate) fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    body.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_param(Reason::MissingParameter, name, "Parameter required"))
 }
 
 /// A request body as JSON, refusing bodies above `max_body_bytes`.

@@ -16,12 +16,11 @@ use super::RequestCtx;
 use crate::authn::playback_token::{
     decode, encoding_key, new_key, parse_ip, validate, Claims, PlaybackError, AUD, ISS, LEEWAY, TYP,
 };
-use crate::authz::routes::Endpoint;
 use crate::clock::unix_now;
 use crate::error::{empty_response, json_response, ApiError, LocalBody};
 use crate::reason::Reason;
 use crate::state::AppState;
-use crate::store::{NewAudit, PlaybackKey};
+use crate::store::PlaybackKey;
 
 const DAY: u64 = 24 * 3600;
 
@@ -32,24 +31,6 @@ const MAX_LIFETIME: u64 = 365 * DAY;
 const DEFAULT_LIFETIME: u64 = DAY;
 
 const MAX_IPS: usize = 10;
-
-/// rolegate's own playback endpoints; `None` when the handler is not ours.
-pub async fn dispatch(
-    state: &Arc<AppState>,
-    ctx: &RequestCtx,
-    endpoint: Endpoint,
-    req: Request<Incoming>,
-) -> Option<Result<Response<LocalBody>, ApiError>> {
-    let out = match endpoint {
-        Endpoint::PlaybackIssue => issue(state, ctx, req).await,
-        Endpoint::PlaybackVerify => verify_endpoint(state, req).await,
-        Endpoint::PlaybackRevoke => revoke(state, ctx, req).await,
-        Endpoint::PlaybackJwks => jwks(state).await,
-        Endpoint::PlaybackKeyRotate => rotate(state, ctx).await,
-        _ => return None,
-    };
-    Some(out)
-}
 
 fn now_i64() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
@@ -210,7 +191,7 @@ fn parse_issue(body: &Value, now: u64) -> Result<IssueRequest, ApiError> {
     })
 }
 
-async fn issue(
+pub async fn issue(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     req: Request<Incoming>,
@@ -277,7 +258,7 @@ fn body_token(body: &Value) -> Result<&str, ApiError> {
         .ok_or_else(|| bad("token", "token is required"))
 }
 
-async fn verify_endpoint(
+pub async fn verify_endpoint(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
@@ -293,7 +274,7 @@ async fn verify_endpoint(
     }
 }
 
-async fn revoke(
+pub async fn revoke(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     req: Request<Incoming>,
@@ -333,7 +314,7 @@ async fn revoke(
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
-async fn jwks(state: &Arc<AppState>) -> Result<Response<LocalBody>, ApiError> {
+pub async fn jwks(state: &Arc<AppState>) -> Result<Response<LocalBody>, ApiError> {
     let now = now_i64();
     let leeway = i64::try_from(LEEWAY).unwrap_or(0);
     let keys: Vec<Value> = state
@@ -353,25 +334,25 @@ async fn jwks(state: &Arc<AppState>) -> Result<Response<LocalBody>, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
 }
 
-async fn rotate(state: &Arc<AppState>, ctx: &RequestCtx) -> Result<Response<LocalBody>, ApiError> {
+pub async fn rotate(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+) -> Result<Response<LocalBody>, ApiError> {
     let org = ctx
         .caller
         .org
         .clone()
         .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
     let key = state.store.put_playback_key(new_key(&org)?, true).await?;
-    state
-        .store
-        .append_audit(NewAudit {
-            org_id: org.to_string(),
-            actor: ctx.caller.actor(),
-            action: "rotatePlaybackKey".to_owned(),
-            target: format!("playbackkey:{}", key.kid),
-            outcome: "ok".to_owned(),
-            request_id: ctx.request_id().to_owned(),
-            detail: String::new(),
-        })
-        .await?;
+    super::audit::audit(
+        state,
+        ctx,
+        "rotatePlaybackKey",
+        &format!("playbackkey:{}", key.kid),
+        "ok",
+        "",
+    )
+    .await;
     Ok(json_response(
         StatusCode::OK,
         &json!({"success": true, "data": {"kid": key.kid}}),

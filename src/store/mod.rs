@@ -7,6 +7,7 @@
 //! rotation); a shared store also announces the change to every other replica
 //! (`Store::subscribe`).
 
+pub mod audit;
 pub mod postgres;
 pub mod sqlite;
 

@@ -67,6 +67,7 @@ reasons! {
     PathForbiddenCharacter => "path_forbidden_character",
     PathNotNormal => "path_not_normal",
     MissingParameter => "missing_parameter",
+    AmbiguousParameter => "ambiguous_parameter",
     InvalidParameter => "invalid_parameter",
     InvalidBody => "invalid_body",
     InvalidEmail => "invalid_email",

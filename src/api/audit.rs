@@ -53,10 +53,10 @@ pub async fn audit_list(
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
     let filter = AuditFilter {
-        target: query_param(&req, "user"),
-        actor: query_param(&req, "actor"),
-        action: query_param(&req, "action"),
-        limit: query_param(&req, "limit")
+        target: query_param(&req, "user")?,
+        actor: query_param(&req, "actor")?,
+        action: query_param(&req, "action")?,
+        limit: query_param(&req, "limit")?
             .and_then(|l| l.parse().ok())
             .unwrap_or(0),
     };

@@ -28,6 +28,7 @@ use crate::authz::PolicySnapshot;
 use crate::decision::Local;
 use crate::error::{ApiError, LocalBody};
 use crate::reason::Reason;
+use crate::request::query::Query;
 use crate::state::AppState;
 
 /// Everything an endpoint gets about the request it answers.
@@ -152,11 +153,13 @@ pub(crate) fn caller_org(ctx: &RequestCtx) -> Result<&str, ApiError> {
         .ok_or(ApiError::Denied(Reason::NoOrganisation))
 }
 
-pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name && !v.is_empty()).then(|| v.to_owned())
-    })
+/// A query parameter the endpoint acts on (see `request::query`): absent or
+/// empty is `None`; given twice is a 400.
+pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Result<Option<String>, ApiError> {
+    Query::new(req.uri().query())
+        .single(name)
+        .map(|v| v.map(std::borrow::Cow::into_owned))
+        .map_err(|e| ApiError::bad_param(Reason::AmbiguousParameter, name, e.to_string()))
 }
 
 pub(crate) fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {

@@ -88,7 +88,7 @@ pub fn valid_role(snapshot: &PolicySnapshot, role: &str) -> Result<(), ApiError>
 
 /// `GET /permission?name=ROLE`: one role's overview.
 pub fn get(ctx: &RequestCtx, req: &Request<Incoming>) -> Result<Response<LocalBody>, ApiError> {
-    let name = query_param(req, "name").ok_or_else(|| {
+    let name = query_param(req, "name")?.ok_or_else(|| {
         ApiError::bad_param(Reason::MissingParameter, "name", "Parameter required")
     })?;
     valid_role(&ctx.snapshot, &name)?;

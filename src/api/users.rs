@@ -83,7 +83,7 @@ pub async fn list(
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
     let org = caller_org(ctx)?;
-    let role = query_param(&req, "role");
+    let role = query_param(&req, "role")?;
     if let Some(r) = &role {
         valid_role(&ctx.snapshot, r)?;
     }

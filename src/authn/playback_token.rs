@@ -19,6 +19,8 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
 use std::net::IpAddr;
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 use ipnet::IpNet;
 use jsonwebtoken::errors::ErrorKind;
@@ -26,6 +28,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
+use crate::request::query::Query;
 use crate::store::{PlaybackKey, Store, StoreError};
 
 /// The `typ` only playback tokens carry; API tokens use `bintu-api+jwt`.
@@ -56,6 +59,8 @@ pub enum PlaybackError {
     WrongType,
     #[error("jwt revoked")]
     Revoked,
+    #[error("more than one playback token in the request")]
+    Ambiguous,
     #[error("signing key: {0}")]
     Key(String),
     #[error(transparent)]
@@ -207,19 +212,28 @@ pub async fn validate(store: &dyn Store, token: &str) -> Result<Claims, Playback
     Ok(claims)
 }
 
-/// The playback token of a viewer request: `?token=`, `?jwtoken=` or bearer.
-pub fn request_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    let from_query = query.and_then(|q| {
-        q.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == "token" || k == "jwtoken").then_some(v)
-        })
-    });
-    from_query.or_else(|| {
-        headers
-            .get(http::header::AUTHORIZATION)?
+/// The playback token of a viewer request: `?token=`, `?jwtoken=` or a
+/// bearer `Authorization`. Exactly one of them: a request that carries two
+/// (or one parameter twice) is ambiguous and gets no token at all.
+pub fn request_token<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Result<Option<Cow<'a, str>>, PlaybackError> {
+    let q = Query::new(query);
+    let token = q.single("token").map_err(|_| PlaybackError::Ambiguous)?;
+    let jwtoken = q.single("jwtoken").map_err(|_| PlaybackError::Ambiguous)?;
+    let mut bearers = headers.get_all(http::header::AUTHORIZATION).iter();
+    let bearer = match (bearers.next(), bearers.next()) {
+        (None, _) => None,
+        (Some(v), None) => v
             .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
-    })
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(Cow::Borrowed),
+        (Some(_), Some(_)) => return Err(PlaybackError::Ambiguous),
+    };
+    match (token, jwtoken, bearer) {
+        (t, None, None) | (None, t, None) | (None, None, t) => Ok(t),
+        _ => Err(PlaybackError::Ambiguous),
+    }
 }

@@ -314,9 +314,9 @@ impl Decider {
     /// `play` with the token's facts.
     pub async fn play(&self, q: &Question<'_>, prefix: &str) -> Result<Allowed, ApiError> {
         let stream = stream_of(q.path, prefix);
-        let token = playback_token::request_token(q.headers, q.query)
+        let token = playback_token::request_token(q.headers, q.query)?
             .ok_or(ApiError::UnknownPrincipal(Reason::PlaybackTokenRequired))?;
-        let claims = playback_token::validate(self.store.as_ref(), token).await?;
+        let claims = playback_token::validate(self.store.as_ref(), &token).await?;
         if stream.is_empty() {
             return Err(ApiError::Denied(Reason::NoStream));
         }

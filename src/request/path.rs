@@ -130,12 +130,7 @@ fn check_bytes(bytes: &[u8]) -> Result<(), PathError> {
 
 /// Whether a query string filters by tag (`tags[]=…`, `tags=…`), a fact policies can use.
 pub fn query_has_tag_filter(query: Option<&str>) -> bool {
-    let Some(q) = query else { return false };
-    q.split('&').any(|pair| {
-        let key = pair.split('=').next().unwrap_or("");
-        let has_value = pair.split_once('=').is_some_and(|(_, v)| !v.is_empty());
-        has_value && matches!(key, "tags" | "tags[]" | "tags%5B%5D" | "tags%5b%5d" | "tag")
-    })
+    super::query::Query::new(query).has_value(&["tags", "tags[]", "tag"])
 }
 
 #[cfg(test)]

@@ -12,5 +12,6 @@ mod playback;
 mod policy_tools;
 mod replicas;
 mod request_path;
+mod route_table;
 mod upstream;
 mod users;

@@ -19,8 +19,7 @@ pub use crate::state::AppState;
 
 use crate::authz::{LoadError, PolicySource, PolicyStore};
 use crate::config::Settings;
-use crate::error::ApiError;
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::proxy::Proxy;
 use crate::store::{self, StoreError};
 
@@ -42,7 +41,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("upstream: {0}")]
-    Upstream(ApiError),
+    Upstream(UpstreamError),
 }
 
 /// Build the state: load (and strictly validate) policies, open the store.

@@ -32,6 +32,28 @@ use tokio::net::TcpStream;
 use crate::decision::forwarding::strip_hop_by_hop;
 use crate::error::ApiError;
 
+/// What can go wrong talking to the upstream; mapped to 502/504 (and a
+/// misconfigured base URL to 500) by the one mapping below.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream address: {0}")]
+    Address(String),
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Unreachable(m) => ApiError::UpstreamUnreachable(m),
+            UpstreamError::Timeout => ApiError::UpstreamTimeout,
+            UpstreamError::Address(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 /// Idle connections kept; a handle put back beyond this is closed.
 const MAX_IDLE: usize = 256;
 /// A connection idle for longer is closed rather than reused.
@@ -76,12 +98,13 @@ fn drop_expired(idle: &mut Vec<Idle>, now: Instant) -> usize {
 
 impl Upstream {
     /// `base` is an `http://host[:port]` URL (checked by the configuration).
-    pub fn new(base: &Uri, timeout: Duration) -> Result<Self, ApiError> {
+    pub fn new(base: &Uri, timeout: Duration) -> Result<Self, UpstreamError> {
         let authority = base
             .authority()
-            .ok_or_else(|| ApiError::Internal("upstream has no authority".to_owned()))?;
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| ApiError::Internal("upstream authority is not a header value".into()))?;
+            .ok_or_else(|| UpstreamError::Address("upstream has no authority".to_owned()))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
+            UpstreamError::Address("upstream authority is not a header value".into())
+        })?;
         Ok(Upstream {
             pool: Arc::new(Pool {
                 addr: format!(
@@ -102,7 +125,7 @@ impl Upstream {
         &self,
         mut req: Request<Incoming>,
         path_and_query: &str,
-    ) -> Result<Response<UpstreamBody>, ApiError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // Most requests arrive in origin form with a path already normal: the
         // URI hyper parsed is then the one to send, and parsing it again (with
         // its allocation) is skipped.
@@ -110,7 +133,7 @@ impl Upstream {
             && req.uri().path_and_query().map(|pq| pq.as_str()) == Some(path_and_query);
         if !unchanged {
             *req.uri_mut() = Uri::try_from(path_and_query)
-                .map_err(|e| ApiError::Internal(format!("bad upstream uri: {e}")))?;
+                .map_err(|e| UpstreamError::Address(format!("bad upstream uri: {e}")))?;
         }
         // Framing is hyper's job on the way out: it derives Content-Length or
         // chunked encoding from the body, so no client-sent framing header travels
@@ -121,7 +144,7 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         let resp = tokio::time::timeout(self.pool.timeout, self.exchange(req))
             .await
-            .map_err(|_| ApiError::UpstreamTimeout)??;
+            .map_err(|_| UpstreamError::Timeout)??;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
@@ -130,7 +153,7 @@ impl Upstream {
     async fn exchange(
         &self,
         mut req: Request<Incoming>,
-    ) -> Result<Response<UpstreamBody>, ApiError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         loop {
             let (mut sender, fresh) = match self.pool.checkout(Instant::now()) {
                 Some(s) => (s, false),
@@ -141,7 +164,7 @@ impl Upstream {
                 sender
                     .ready()
                     .await
-                    .map_err(|e| ApiError::UpstreamUnreachable(e.to_string()))?;
+                    .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -157,7 +180,7 @@ impl Upstream {
                     // goes again, on the next connection. A request that was
                     // (even partly) written is never sent twice.
                     Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(ApiError::UpstreamUnreachable(e.into_error().to_string())),
+                    _ => return Err(UpstreamError::Unreachable(e.into_error().to_string())),
                 },
             }
         }
@@ -198,9 +221,9 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, ApiError> {
+    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
         let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            ApiError::UpstreamUnreachable(format!("{what} {}: {e}", self.addr))
+            UpstreamError::Unreachable(format!("{what} {}: {e}", self.addr))
         };
         let stream = TcpStream::connect(self.addr.as_str())
             .await

@@ -120,7 +120,7 @@ pub struct CreatedOrg {
     pub player_key: String,
 }
 
-/// An organisation's Ed25519 playback signing key (see `playback.rs`).
+/// An organisation's Ed25519 playback signing key (see `authn::playback_token`).
 #[derive(Debug, Clone)]
 pub struct PlaybackKey {
     pub kid: String,

@@ -103,6 +103,9 @@ pub async fn handle(
             "Request path is not in normal form",
         ));
     }
+    // The proxy forwards the original request as it is, so a method override
+    // in it would reach the upstream: refused here as in proxy mode.
+    crate::request::head::check_method_override(headers, query)?;
     let method = method.to_ascii_uppercase();
     let question = Question {
         method: &method,

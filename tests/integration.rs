@@ -7,6 +7,7 @@ mod support;
 
 mod deploy;
 mod forward_auth;
+mod hostile;
 mod nginx;
 mod playback;
 mod policy_tools;

@@ -80,6 +80,7 @@ impl DataListener {
         // costs no allocation here.
         let uri = req.uri().clone();
         let target = proxy::target(&uri)?;
+        crate::request::head::check(req.version(), req.headers(), target.query)?;
         proxy::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
 
         // Forward-auth questions are only taken from trusted proxies; from

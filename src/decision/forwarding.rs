@@ -27,6 +27,9 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+    // Connection-specific in HTTP/2 (RFC 9113 8.2.2); only meaningful with an
+    // h2c upgrade, which rolegate does not pass on.
+    "http2-settings",
 ];
 
 /// Headers that carry identity or client-address claims. Rolegate deletes every
@@ -45,6 +48,29 @@ const IDENTITY: &[&str] = &[
     "x-original-uri",
     "x-original-method",
     "x-original-url",
+    // URL, host and scheme rewrites frameworks honour (Symfony, Laminas,
+    // IIS URL Rewrite, Spring's ForwardedHeaderFilter, Rack, Werkzeug).
+    "x-rewrite-url",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "front-end-https",
+    "x-host",
+    "x-http-host-override",
+    // Client-address claims CDNs and load balancers set, which applications
+    // read for rate limits and allow-lists.
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-proxyuser-ip",
     "x-real-ip",
     "x-user-id",
     "x-user",

@@ -4,6 +4,7 @@
 //! the same bytes mean the same thing whichever door they came through.
 
 pub mod client_addr;
+pub mod head;
 pub mod path;
 pub mod query;
 

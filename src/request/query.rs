@@ -41,6 +41,12 @@ impl<'a> Query<'a> {
         Ok(found.filter(|v| !v.is_empty()))
     }
 
+    /// Whether any of `names` appears at all, with or without a value.
+    pub fn names_any(self, names: &[&str]) -> bool {
+        self.pairs()
+            .any(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+    }
+
     /// Whether any of `names` appears with a non-empty value.
     pub fn has_value(self, names: &[&str]) -> bool {
         self.pairs()

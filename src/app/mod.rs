@@ -3,6 +3,7 @@
 //! the store's changes), and drains on shutdown. It wires the front doors
 //! together; none of them knows about another.
 
+pub mod allocator;
 mod data;
 pub mod invalidation;
 mod listener;
@@ -112,6 +113,10 @@ async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, St
 
 /// How long the ops listener waits for its own open connections on shutdown.
 const OPS_DRAIN: Duration = Duration::from_secs(1);
+/// Probes, scrapes and reloads: a handful of clients.
+const OPS_MAX_CONNECTIONS: usize = 64;
+/// The data listener's connection cap when the descriptor budget allows more.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Serve the ops listener (`/live`, `/ready`, `/metrics`, `/status`,
 /// `POST /reload`) on `listener` until `stop` flips.
@@ -125,9 +130,59 @@ pub async fn serve_ops(state: Arc<AppState>, listener: TcpListener, stop: watch:
         },
         stop,
         OPS_DRAIN,
+        listener::Limits {
+            max_connections: OPS_MAX_CONNECTIONS,
+        },
         || {},
     )
     .await
+}
+
+/// The ops listener on its own thread and single-threaded runtime, so
+/// `/live` and `/ready` keep answering while the data listener's runtime is
+/// saturated (a busy pod is not a dead one). Resolves when it has stopped.
+fn spawn_ops_thread(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let listener = listener.into_std().map_err(ops_thread_error)?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("rolegate-ops".to_owned())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "the ops listener's runtime did not start");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve_ops(state, l, stop).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the ops listener could not be registered")
+                    }
+                }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(ops_thread_error)?;
+    Ok(tokio::spawn(async move {
+        let _ = done_rx.await;
+    }))
+}
+
+fn ops_thread_error(source: std::io::Error) -> StartError {
+    StartError::Bind {
+        setting: "ops_listen",
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    }
 }
 
 /// Bind both listeners and start serving. Readiness is set once everything is up.
@@ -159,6 +214,9 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         state.metrics.clone(),
     );
     let door = Arc::new(data::DataListener::new(state.clone(), proxy));
+    let budget = allocator::connection_budget().unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let max_connections = DEFAULT_MAX_CONNECTIONS.min(budget);
+    tracing::info!(max_connections, "data listener connection cap");
     let s = state.clone();
     tasks.push(tokio::spawn(listener::serve(
         "data",
@@ -169,9 +227,10 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         },
         rx.clone(),
         state.settings.drain,
+        listener::Limits { max_connections },
         move || s.set_ready(false),
     )));
-    tasks.push(tokio::spawn(serve_ops(state.clone(), ops, rx.clone())));
+    tasks.push(spawn_ops_thread(state.clone(), ops, rx.clone())?);
     let s = state.clone();
     tasks.push(tokio::spawn(reload::watch(s, rx.clone())));
     if let Some(changes) = state.store.subscribe() {

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::authz::PolicySource;
 
 /// Where the data listener binds by default: loopback, so a newcomer's demo is
 /// not exposed; a pod sets `ROLEGATE_LISTEN=0.0.0.0:8080`.
@@ -62,41 +63,31 @@ fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The settings as flags and environment variables. Every one is optional here;
-/// the file and the defaults fill the gaps.
-#[derive(Debug, Clone, Default, Args)]
+/// the file and the defaults fill the gaps. The command line fills in the
+/// fields its subcommand offers (see `cli`); tests build it directly.
+#[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// TOML config file
-    #[arg(long, env = "ROLEGATE_CONFIG", global = true)]
+    /// TOML config file (`ROLEGATE_CONFIG`, `--config`).
     pub config: Option<PathBuf>,
-    /// Data listener address
-    #[arg(long, env = "ROLEGATE_LISTEN", global = true)]
+    /// Data listener address (`ROLEGATE_LISTEN`).
     pub listen: Option<String>,
-    /// Ops listener address (/live, /ready, /metrics, /status, /reload)
-    #[arg(long, env = "ROLEGATE_OPS_LISTEN", global = true)]
+    /// Ops listener address (`ROLEGATE_OPS_LISTEN`).
     pub ops_listen: Option<String>,
-    /// Upstream base URL (http://host:port)
-    #[arg(long, env = "ROLEGATE_UPSTREAM", global = true)]
+    /// Upstream base URL (`ROLEGATE_UPSTREAM`).
     pub upstream: Option<String>,
-    /// Store: a SQLite file path, or a postgres:// URL
-    #[arg(long, env = "ROLEGATE_STORE", global = true)]
+    /// Store location (`ROLEGATE_STORE`).
     pub store: Option<String>,
-    /// File holding the master secret (alternative: ROLEGATE_MASTER_SECRET)
-    #[arg(long, env = "ROLEGATE_MASTER_SECRET_FILE", global = true)]
+    /// File holding the master secret (`ROLEGATE_MASTER_SECRET_FILE`).
     pub master_secret_file: Option<PathBuf>,
-    /// Directory of policy files, routes.toml and roles.toml
-    #[arg(long, env = "ROLEGATE_POLICIES_DIR", global = true)]
+    /// Directory of policy files (`ROLEGATE_POLICIES_DIR`).
     pub policies_dir: Option<PathBuf>,
-    /// Directory of Cedar schema files
-    #[arg(long, env = "ROLEGATE_SCHEMA_DIR", global = true)]
+    /// Directory of Cedar schema files (`ROLEGATE_SCHEMA_DIR`).
     pub schema_dir: Option<PathBuf>,
-    /// Worker threads of the runtime (default: one per core)
-    #[arg(long, env = "ROLEGATE_WORKER_THREADS", global = true)]
+    /// Worker threads of the runtime (`ROLEGATE_WORKER_THREADS`).
     pub worker_threads: Option<usize>,
-    /// SIGTERM grace period for in-flight requests, in seconds
-    #[arg(long, env = "ROLEGATE_DRAIN_SECONDS", global = true)]
+    /// SIGTERM grace period in seconds (`ROLEGATE_DRAIN_SECONDS`).
     pub drain_seconds: Option<u64>,
-    /// Benchmark only: forward every request without authorization
-    #[arg(long, env = "ROLEGATE_PASSTHROUGH", global = true)]
+    /// Forward without authorization, benchmarks only (`ROLEGATE_PASSTHROUGH`).
     pub passthrough: Option<bool>,
 }
 
@@ -130,8 +121,9 @@ pub struct FileConfig {
     pub forward_credentials: Option<bool>,
 }
 
-/// Validated settings.
-#[derive(Debug, Clone)]
+/// Validated settings. `Debug` is written out by hand: the master secret
+/// prints as `[redacted]`.
+#[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
@@ -158,6 +150,65 @@ pub struct Settings {
     pub playback_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: bool,
+}
+
+/// Every field but the master secret, which prints as `[redacted]`. The
+/// destructuring makes a new field a compile error here until it is listed.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Settings {
+            listen,
+            ops_listen,
+            upstream,
+            store,
+            master_secret: _,
+            policies_dir,
+            schema_dir,
+            issuer,
+            audience,
+            token_ttl,
+            leeway,
+            cache_ttl,
+            cache_capacity,
+            negative_cache_ttl,
+            worker_threads,
+            drain,
+            trusted_proxies,
+            upstream_timeout,
+            max_body_bytes,
+            passthrough,
+            invite_ttl,
+            playback_prefix,
+            shadow_policies_dir,
+            forward_credentials,
+        } = self;
+        f.debug_struct("Settings")
+            .field("listen", listen)
+            .field("ops_listen", ops_listen)
+            .field("upstream", upstream)
+            .field("store", &crate::store::redact(store))
+            .field("master_secret", &"[redacted]")
+            .field("policies_dir", policies_dir)
+            .field("schema_dir", schema_dir)
+            .field("issuer", issuer)
+            .field("audience", audience)
+            .field("token_ttl", token_ttl)
+            .field("leeway", leeway)
+            .field("cache_ttl", cache_ttl)
+            .field("cache_capacity", cache_capacity)
+            .field("negative_cache_ttl", negative_cache_ttl)
+            .field("worker_threads", worker_threads)
+            .field("drain", drain)
+            .field("trusted_proxies", trusted_proxies)
+            .field("upstream_timeout", upstream_timeout)
+            .field("max_body_bytes", max_body_bytes)
+            .field("passthrough", passthrough)
+            .field("invite_ttl", invite_ttl)
+            .field("playback_prefix", playback_prefix)
+            .field("shadow_policies_dir", shadow_policies_dir)
+            .field("forward_credentials", forward_credentials)
+            .finish()
+    }
 }
 
 /// Environment lookups go through this, so tests pass a map instead of
@@ -208,184 +259,362 @@ fn rel(base: Option<&Path>, p: PathBuf) -> PathBuf {
     }
 }
 
+/// The config file named by `o`, or an empty one.
+fn file_config(o: &Overrides) -> Result<FileConfig, ConfigError> {
+    match &o.config {
+        Some(p) => read_file_config(p),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+/// Where the policies are, from flags or environment, the config file (its
+/// paths relative to its directory) and the defaults. The one merge of these
+/// two settings: [`Settings::resolve`] uses it too, and the offline policy
+/// tools (which need no secret and no store) call it alone. It does not check
+/// that the directories exist: the loader reports that when it reads them.
+pub fn policy_source(o: &Overrides) -> Result<PolicySource, ConfigError> {
+    let file = file_config(o)?;
+    Ok(merge_policy_source(o, &file, config_dir(o)))
+}
+
+fn config_dir(o: &Overrides) -> Option<&Path> {
+    o.config.as_deref().and_then(Path::parent)
+}
+
+fn merge_policy_source(o: &Overrides, file: &FileConfig, base: Option<&Path>) -> PolicySource {
+    PolicySource {
+        policies_dir: o
+            .policies_dir
+            .clone()
+            .or_else(|| file.policies_dir.clone().map(|p| rel(base, p)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICIES_DIR)),
+        schema_dir: o
+            .schema_dir
+            .clone()
+            .or_else(|| file.schema_dir.clone().map(|p| rel(base, p)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SCHEMA_DIR)),
+    }
+}
+
+/// A duration in seconds: the value or its default, at least `min`.
+fn secs(
+    setting: &'static str,
+    v: Option<u64>,
+    default: u64,
+    min: u64,
+) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v < min {
+        return Err(invalid(setting, format!("must be at least {min}")));
+    }
+    Ok(Duration::from_secs(v))
+}
+
+// === the sections of `Settings::resolve`, in the order they are checked ===
+
+/// The data and ops listener addresses.
+fn listeners(o: &Overrides, file: &FileConfig) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+    let listen = addr(
+        "listen",
+        o.listen
+            .as_deref()
+            .or(file.listen.as_deref())
+            .unwrap_or(DEFAULT_LISTEN),
+    )?;
+    let ops_listen = addr(
+        "ops_listen",
+        o.ops_listen
+            .as_deref()
+            .or(file.ops_listen.as_deref())
+            .unwrap_or(DEFAULT_OPS_LISTEN),
+    )?;
+    Ok((listen, ops_listen))
+}
+
+/// The upstream base URL: required when the command forwards requests.
+fn upstream(
+    o: &Overrides,
+    file: &FileConfig,
+    need_upstream: bool,
+) -> Result<Option<http::Uri>, ConfigError> {
+    match o.upstream.clone().or(file.upstream.clone()) {
+        Some(u) => {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|_| invalid("upstream", format!("`{u}` is not a URL")))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(invalid(
+                    "upstream",
+                    format!("`{u}` must be an http://host:port URL"),
+                ));
+            }
+            if uri.path() != "/" && !uri.path().is_empty() {
+                return Err(invalid("upstream", format!("`{u}` must not have a path")));
+            }
+            Ok(Some(uri))
+        }
+        None if need_upstream => Err(invalid(
+            "upstream",
+            "missing: set `upstream` in the config file, ROLEGATE_UPSTREAM or --upstream",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The store location: a SQLite path (relative to the config file when it
+/// comes from there) or a URL.
+fn store_location(
+    o: &Overrides,
+    file: &FileConfig,
+    base: Option<&Path>,
+) -> Result<String, ConfigError> {
+    let store = o
+        .store
+        .clone()
+        .or_else(|| {
+            file.store.clone().map(|s| {
+                if s.contains("://") {
+                    s
+                } else {
+                    rel(base, PathBuf::from(s)).display().to_string()
+                }
+            })
+        })
+        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    if store.is_empty() {
+        return Err(invalid("store", "is empty"));
+    }
+    Ok(store)
+}
+
+/// The master secret: from its file (flag, environment or config file), else
+/// from `ROLEGATE_MASTER_SECRET`; at least [`MIN_MASTER_SECRET_LEN`] bytes.
+fn master_secret(
+    o: &Overrides,
+    file: &FileConfig,
+    base: Option<&Path>,
+    env: &dyn Env,
+) -> Result<Vec<u8>, ConfigError> {
+    let secret_file = o
+        .master_secret_file
+        .clone()
+        .or_else(|| file.master_secret_file.clone().map(|p| rel(base, p)));
+    let master_secret = match (secret_file, env.var("ROLEGATE_MASTER_SECRET")) {
+        (Some(path), _) => std::fs::read(&path)
+            .map_err(|e| {
+                invalid(
+                    "master_secret_file",
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+            })?
+            .trim_ascii()
+            .to_vec(),
+        (None, Some(v)) => v.trim().as_bytes().to_vec(),
+        (None, None) => {
+            return Err(invalid(
+                "master_secret",
+                "missing: set ROLEGATE_MASTER_SECRET or `master_secret_file` (at least 32 bytes, e.g. `openssl rand -hex 32`)",
+            ))
+        }
+    };
+    if master_secret.len() < MIN_MASTER_SECRET_LEN {
+        return Err(invalid(
+            "master_secret",
+            format!(
+                "is {} bytes; at least {MIN_MASTER_SECRET_LEN} are required",
+                master_secret.len()
+            ),
+        ));
+    }
+    Ok(master_secret)
+}
+
+/// The policy and schema directories, which must exist.
+fn policies(
+    o: &Overrides,
+    file: &FileConfig,
+    base: Option<&Path>,
+) -> Result<PolicySource, ConfigError> {
+    let source = merge_policy_source(o, file, base);
+    if !source.policies_dir.is_dir() {
+        return Err(invalid(
+            "policies_dir",
+            format!("`{}` is not a directory", source.policies_dir.display()),
+        ));
+    }
+    if !source.schema_dir.is_dir() {
+        return Err(invalid(
+            "schema_dir",
+            format!("`{}` is not a directory", source.schema_dir.display()),
+        ));
+    }
+    Ok(source)
+}
+
+/// The API tokens rolegate issues and the invites it hands out.
+struct Tokens {
+    issuer: String,
+    audience: String,
+    token_ttl: Duration,
+    leeway: Duration,
+    invite_ttl: Duration,
+}
+
+fn tokens(file: &FileConfig) -> Result<Tokens, ConfigError> {
+    let issuer = file
+        .issuer
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+    let audience = file
+        .audience
+        .clone()
+        .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
+    if issuer.is_empty() {
+        return Err(invalid("issuer", "is empty"));
+    }
+    if audience.is_empty() {
+        return Err(invalid("audience", "is empty"));
+    }
+    Ok(Tokens {
+        issuer,
+        audience,
+        token_ttl: secs(
+            "token_ttl_secs",
+            file.token_ttl_secs,
+            DEFAULT_TOKEN_TTL_SECS,
+            1,
+        )?,
+        leeway: secs("leeway_secs", file.leeway_secs, DEFAULT_LEEWAY_SECS, 0)?,
+        invite_ttl: secs(
+            "invite_ttl_secs",
+            file.invite_ttl_secs,
+            DEFAULT_INVITE_TTL_SECS,
+            1,
+        )?,
+    })
+}
+
+/// The principal cache.
+struct Cache {
+    ttl: Duration,
+    capacity: u64,
+    negative_ttl: Duration,
+}
+
+fn cache(file: &FileConfig) -> Result<Cache, ConfigError> {
+    Ok(Cache {
+        ttl: secs(
+            "cache_ttl_secs",
+            file.cache_ttl_secs,
+            DEFAULT_CACHE_TTL_SECS,
+            1,
+        )?,
+        capacity: file.cache_capacity.unwrap_or(DEFAULT_CACHE_CAPACITY).max(1),
+        negative_ttl: secs(
+            "negative_cache_ttl_secs",
+            file.negative_cache_ttl_secs,
+            DEFAULT_NEGATIVE_TTL_SECS,
+            1,
+        )?,
+    })
+}
+
+/// How the proxy behaves: whom it trusts, how it runs, forwards and drains.
+struct ProxyBehaviour {
+    trusted_proxies: Vec<IpNet>,
+    worker_threads: Option<usize>,
+    playback_prefix: Option<String>,
+    drain: Duration,
+    upstream_timeout: Duration,
+    max_body_bytes: u64,
+    passthrough: bool,
+    shadow_policies_dir: Option<PathBuf>,
+    forward_credentials: bool,
+}
+
+fn proxy_behaviour(
+    o: &Overrides,
+    file: &FileConfig,
+    base: Option<&Path>,
+) -> Result<ProxyBehaviour, ConfigError> {
+    let trusted_proxies = file
+        .trusted_proxies
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "trusted_proxies",
+                        format!("`{s}` is not an address or CIDR"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let worker_threads = o.worker_threads.or(file.worker_threads);
+    if worker_threads == Some(0) {
+        return Err(invalid("worker_threads", "must be at least 1"));
+    }
+
+    let playback_prefix = file.playback_prefix.clone();
+    if let Some(p) = &playback_prefix {
+        if !p.starts_with('/') || p.len() < 2 {
+            return Err(invalid(
+                "playback_prefix",
+                format!("`{p}` must be a path like /playback"),
+            ));
+        }
+    }
+
+    Ok(ProxyBehaviour {
+        trusted_proxies,
+        worker_threads,
+        playback_prefix,
+        drain: secs(
+            "drain_seconds",
+            o.drain_seconds.or(file.drain_seconds),
+            DEFAULT_DRAIN_SECS,
+            0,
+        )?,
+        upstream_timeout: secs(
+            "upstream_timeout_secs",
+            file.upstream_timeout_secs,
+            DEFAULT_UPSTREAM_TIMEOUT_SECS,
+            1,
+        )?,
+        max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        passthrough: o.passthrough.or(file.passthrough).unwrap_or(false),
+        shadow_policies_dir: file.shadow_policies_dir.clone().map(|p| rel(base, p)),
+        forward_credentials: file.forward_credentials.unwrap_or(false),
+    })
+}
+
 impl Settings {
-    /// Merge flags/env (`o`), the config file and defaults, then validate.
+    /// Merge flags/env (`o`), the config file and defaults, then validate,
+    /// section by section (the first bad setting is the one reported).
     /// `need_upstream`: whether the command forwards requests.
     pub fn resolve(
         o: &Overrides,
         env: &dyn Env,
         need_upstream: bool,
     ) -> Result<Settings, ConfigError> {
-        let file = match &o.config {
-            Some(p) => read_file_config(p)?,
-            None => FileConfig::default(),
-        };
-        let base = o.config.as_deref().and_then(Path::parent);
+        let file = file_config(o)?;
+        let base = config_dir(o);
 
-        let listen = addr(
-            "listen",
-            o.listen
-                .as_deref()
-                .or(file.listen.as_deref())
-                .unwrap_or(DEFAULT_LISTEN),
-        )?;
-        let ops_listen = addr(
-            "ops_listen",
-            o.ops_listen
-                .as_deref()
-                .or(file.ops_listen.as_deref())
-                .unwrap_or(DEFAULT_OPS_LISTEN),
-        )?;
-
-        let upstream =
-            match o.upstream.clone().or(file.upstream.clone()) {
-                Some(u) => {
-                    let uri: http::Uri = u
-                        .parse()
-                        .map_err(|_| invalid("upstream", format!("`{u}` is not a URL")))?;
-                    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                        return Err(invalid(
-                            "upstream",
-                            format!("`{u}` must be an http://host:port URL"),
-                        ));
-                    }
-                    if uri.path() != "/" && !uri.path().is_empty() {
-                        return Err(invalid("upstream", format!("`{u}` must not have a path")));
-                    }
-                    Some(uri)
-                }
-                None if need_upstream => return Err(invalid(
-                    "upstream",
-                    "missing: set `upstream` in the config file, ROLEGATE_UPSTREAM or --upstream",
-                )),
-                None => None,
-            };
-
-        let store = o
-            .store
-            .clone()
-            .or_else(|| {
-                file.store.clone().map(|s| {
-                    if s.contains("://") {
-                        s
-                    } else {
-                        rel(base, PathBuf::from(s)).display().to_string()
-                    }
-                })
-            })
-            .unwrap_or_else(|| DEFAULT_STORE.to_owned());
-        if store.is_empty() {
-            return Err(invalid("store", "is empty"));
-        }
-
-        let secret_file = o
-            .master_secret_file
-            .clone()
-            .or_else(|| file.master_secret_file.clone().map(|p| rel(base, p)));
-        let master_secret = match (secret_file, env.var("ROLEGATE_MASTER_SECRET")) {
-            (Some(path), _) => std::fs::read(&path)
-                .map_err(|e| invalid("master_secret_file", format!("cannot read `{}`: {e}", path.display())))?
-                .trim_ascii()
-                .to_vec(),
-            (None, Some(v)) => v.trim().as_bytes().to_vec(),
-            (None, None) => {
-                return Err(invalid(
-                    "master_secret",
-                    "missing: set ROLEGATE_MASTER_SECRET or `master_secret_file` (at least 32 bytes, e.g. `openssl rand -hex 32`)",
-                ))
-            }
-        };
-        if master_secret.len() < MIN_MASTER_SECRET_LEN {
-            return Err(invalid(
-                "master_secret",
-                format!(
-                    "is {} bytes; at least {MIN_MASTER_SECRET_LEN} are required",
-                    master_secret.len()
-                ),
-            ));
-        }
-
-        let policies_dir = o
-            .policies_dir
-            .clone()
-            .or_else(|| file.policies_dir.clone().map(|p| rel(base, p)))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICIES_DIR));
-        let schema_dir = o
-            .schema_dir
-            .clone()
-            .or_else(|| file.schema_dir.clone().map(|p| rel(base, p)))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SCHEMA_DIR));
-        if !policies_dir.is_dir() {
-            return Err(invalid(
-                "policies_dir",
-                format!("`{}` is not a directory", policies_dir.display()),
-            ));
-        }
-        if !schema_dir.is_dir() {
-            return Err(invalid(
-                "schema_dir",
-                format!("`{}` is not a directory", schema_dir.display()),
-            ));
-        }
-
-        let secs = |setting: &'static str,
-                    v: Option<u64>,
-                    default: u64,
-                    min: u64|
-         -> Result<Duration, ConfigError> {
-            let v = v.unwrap_or(default);
-            if v < min {
-                return Err(invalid(setting, format!("must be at least {min}")));
-            }
-            Ok(Duration::from_secs(v))
-        };
-
-        let issuer = file
-            .issuer
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
-        let audience = file
-            .audience
-            .clone()
-            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
-        if issuer.is_empty() {
-            return Err(invalid("issuer", "is empty"));
-        }
-        if audience.is_empty() {
-            return Err(invalid("audience", "is empty"));
-        }
-
-        let trusted_proxies = file
-            .trusted_proxies
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        invalid(
-                            "trusted_proxies",
-                            format!("`{s}` is not an address or CIDR"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let worker_threads = o.worker_threads.or(file.worker_threads);
-        if worker_threads == Some(0) {
-            return Err(invalid("worker_threads", "must be at least 1"));
-        }
-
-        let playback_prefix = file.playback_prefix.clone();
-        if let Some(p) = &playback_prefix {
-            if !p.starts_with('/') || p.len() < 2 {
-                return Err(invalid(
-                    "playback_prefix",
-                    format!("`{p}` must be a path like /playback"),
-                ));
-            }
-        }
+        let (listen, ops_listen) = listeners(o, &file)?;
+        let upstream = upstream(o, &file, need_upstream)?;
+        let store = store_location(o, &file, base)?;
+        let master_secret = master_secret(o, &file, base, env)?;
+        let PolicySource {
+            policies_dir,
+            schema_dir,
+        } = policies(o, &file, base)?;
+        let tokens = tokens(&file)?;
+        let cache = cache(&file)?;
+        let proxy = proxy_behaviour(o, &file, base)?;
 
         Ok(Settings {
             listen,
@@ -395,53 +624,23 @@ impl Settings {
             master_secret,
             policies_dir,
             schema_dir,
-            issuer,
-            audience,
-            token_ttl: secs(
-                "token_ttl_secs",
-                file.token_ttl_secs,
-                DEFAULT_TOKEN_TTL_SECS,
-                1,
-            )?,
-            leeway: secs("leeway_secs", file.leeway_secs, DEFAULT_LEEWAY_SECS, 0)?,
-            cache_ttl: secs(
-                "cache_ttl_secs",
-                file.cache_ttl_secs,
-                DEFAULT_CACHE_TTL_SECS,
-                1,
-            )?,
-            cache_capacity: file.cache_capacity.unwrap_or(DEFAULT_CACHE_CAPACITY).max(1),
-            negative_cache_ttl: secs(
-                "negative_cache_ttl_secs",
-                file.negative_cache_ttl_secs,
-                DEFAULT_NEGATIVE_TTL_SECS,
-                1,
-            )?,
-            worker_threads,
-            drain: secs(
-                "drain_seconds",
-                o.drain_seconds.or(file.drain_seconds),
-                DEFAULT_DRAIN_SECS,
-                0,
-            )?,
-            trusted_proxies,
-            upstream_timeout: secs(
-                "upstream_timeout_secs",
-                file.upstream_timeout_secs,
-                DEFAULT_UPSTREAM_TIMEOUT_SECS,
-                1,
-            )?,
-            max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            passthrough: o.passthrough.or(file.passthrough).unwrap_or(false),
-            invite_ttl: secs(
-                "invite_ttl_secs",
-                file.invite_ttl_secs,
-                DEFAULT_INVITE_TTL_SECS,
-                1,
-            )?,
-            playback_prefix,
-            shadow_policies_dir: file.shadow_policies_dir.clone().map(|p| rel(base, p)),
-            forward_credentials: file.forward_credentials.unwrap_or(false),
+            issuer: tokens.issuer,
+            audience: tokens.audience,
+            token_ttl: tokens.token_ttl,
+            leeway: tokens.leeway,
+            cache_ttl: cache.ttl,
+            cache_capacity: cache.capacity,
+            negative_cache_ttl: cache.negative_ttl,
+            worker_threads: proxy.worker_threads,
+            drain: proxy.drain,
+            trusted_proxies: proxy.trusted_proxies,
+            upstream_timeout: proxy.upstream_timeout,
+            max_body_bytes: proxy.max_body_bytes,
+            passthrough: proxy.passthrough,
+            invite_ttl: tokens.invite_ttl,
+            playback_prefix: proxy.playback_prefix,
+            shadow_policies_dir: proxy.shadow_policies_dir,
+            forward_credentials: proxy.forward_credentials,
         })
     }
 
@@ -463,10 +662,123 @@ impl Settings {
         }
     }
 
-    pub fn policy_source(&self) -> crate::authz::PolicySource {
-        crate::authz::PolicySource {
+    pub fn policy_source(&self) -> PolicySource {
+        PolicySource {
             policies_dir: self.policies_dir.clone(),
             schema_dir: self.schema_dir.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cret-0123";
+
+    fn repo_overrides() -> Overrides {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        Overrides {
+            policies_dir: Some(repo.join(DEFAULT_POLICIES_DIR)),
+            schema_dir: Some(repo.join(DEFAULT_SCHEMA_DIR)),
+            store: Some("postgres://rolegate:pa55word@db.internal/rolegate".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    fn env_with_secret() -> std::collections::HashMap<String, String> {
+        [("ROLEGATE_MASTER_SECRET".to_owned(), SECRET.to_owned())].into()
+    }
+
+    #[test]
+    fn settings_debug_redacts_the_master_secret_and_the_store_password() {
+        let settings = Settings::resolve(&repo_overrides(), &env_with_secret(), false).unwrap();
+        assert_eq!(settings.master_secret, SECRET.as_bytes());
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+        // Nor as the byte list the derived `Debug` of a `Vec<u8>` would print.
+        assert!(
+            !printed.contains(&format!("{:?}", SECRET.as_bytes())),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("master_secret: \"[redacted]\""),
+            "{printed}"
+        );
+        assert!(!printed.contains("pa55word"), "{printed}");
+        assert!(printed.contains("issuer: \"rolegate\""), "{printed}");
+    }
+
+    #[test]
+    fn store_records_debug_redacts_their_secrets() {
+        let user = crate::store::User {
+            id: "u1".to_owned(),
+            org_id: "o1".to_owned(),
+            email: "a@b.test".to_owned(),
+            role: "nanoUser".to_owned(),
+            token_key: vec![0xab; 32],
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            password_hash: Some("$argon2id$v=19$secret-hash".to_owned()),
+        };
+        let printed = format!("{user:?}");
+        assert!(!printed.contains("secret-hash"), "{printed}");
+        assert!(!printed.contains("171"), "{printed}");
+        assert!(printed.contains("a@b.test"), "{printed}");
+        let key = crate::store::PlaybackKey {
+            kid: "k1".to_owned(),
+            org_id: "o1".to_owned(),
+            private_key: vec![0xcd; 32],
+            public_key: vec![0x01; 32],
+            created_at: 0,
+            retired_at: None,
+            max_token_exp: 0,
+        };
+        let printed = format!("{key:?}");
+        assert!(!printed.contains("205"), "{printed}");
+        assert!(!printed.contains("cdcd"), "{printed}");
+        assert!(printed.contains("k1"), "{printed}");
+    }
+
+    #[test]
+    fn the_policy_tools_and_the_settings_agree_on_where_the_policies_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("rolegate.toml");
+        std::fs::write(
+            &config,
+            "policies_dir = \"p\"\nschema_dir = \"/abs/schema\"\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(config),
+            ..Default::default()
+        };
+        let source = policy_source(&o).unwrap();
+        assert_eq!(source.policies_dir, dir.path().join("p"));
+        assert_eq!(source.schema_dir, PathBuf::from("/abs/schema"));
+        let flagged = Overrides {
+            policies_dir: Some(PathBuf::from("flag")),
+            ..o.clone()
+        };
+        assert_eq!(
+            policy_source(&flagged).unwrap().policies_dir,
+            PathBuf::from("flag")
+        );
+        // `resolve` uses the same merge, then checks the directories exist.
+        std::fs::create_dir(dir.path().join("p")).unwrap();
+        let resolved = Overrides {
+            schema_dir: Some(dir.path().join("p")),
+            ..o.clone()
+        };
+        let settings = Settings::resolve(&resolved, &env_with_secret(), false).unwrap();
+        let source = policy_source(&resolved).unwrap();
+        assert_eq!(settings.policies_dir, source.policies_dir);
+        assert_eq!(settings.schema_dir, source.schema_dir);
+        let missing = Settings::resolve(&o, &env_with_secret(), false).unwrap_err();
+        assert!(
+            missing.to_string().contains("setting `schema_dir`"),
+            "{missing}"
+        );
     }
 }

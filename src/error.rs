@@ -15,6 +15,7 @@ use crate::authn::credential::CredentialError;
 use crate::authn::playback_token::PlaybackError;
 use crate::authn::token::TokenError;
 use crate::reason::Reason;
+use crate::request::head::HeadError;
 use crate::store::StoreError;
 
 /// The body type rolegate answers with when it answers itself.
@@ -180,6 +181,12 @@ impl From<StoreError> for ApiError {
             },
             other => ApiError::Store(other),
         }
+    }
+}
+
+impl From<HeadError> for ApiError {
+    fn from(e: HeadError) -> Self {
+        ApiError::bad_param(e.reason(), e.parameter(), e.to_string())
     }
 }
 

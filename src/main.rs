@@ -1,4 +1,4 @@
-//! The `rolegate` binary: parse the command line and run it.
+//! The `rolegate` binary: parse the command line and run it (see `rolegate::cli`).
 
 use clap::Parser;
 

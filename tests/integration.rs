@@ -5,6 +5,7 @@
 
 mod support;
 
+mod architecture;
 mod deploy;
 mod forward_auth;
 mod hostile;

@@ -95,7 +95,7 @@ fn an_action_no_route_reaches_is_reported_at_its_schema_declaration() {
 
 #[test]
 fn shipped_policies_are_formatted() {
-    let changed = rolegate::tools::fmt::unformatted(&repo().join("policies")).unwrap();
+    let changed = rolegate::policy_tools::fmt::unformatted(&repo().join("policies")).unwrap();
     let names: Vec<_> = changed
         .iter()
         .map(|c| c.path.display().to_string())
@@ -319,6 +319,135 @@ fn explain_prints_route_action_resource_decision_and_policies() {
     assert!(out.contains("playerKey-listStreams"), "{out}");
 }
 
+// === the store commands ===
+
+/// A scratch set-up for the store commands: policies, schema, a master secret
+/// and a config file naming them and a SQLite store.
+fn store_scratch() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("policies"), &dir.path().join("policies"));
+    copy_dir(&repo().join("schema"), &dir.path().join("schema"));
+    std::fs::write(dir.path().join("master.secret"), support::MASTER_SECRET).unwrap();
+    let cfg = dir.path().join("rolegate.toml");
+    std::fs::write(
+        &cfg,
+        "store = \"rolegate.db\"\nmaster_secret_file = \"master.secret\"\npolicies_dir = \"policies\"\nschema_dir = \"schema\"\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    (dir, cfg)
+}
+
+/// Run a store command with `--config` after the subcommand's own options.
+fn store_cli(cfg: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(args)
+        .args(["--config", cfg])
+        .env_remove("ROLEGATE_MASTER_SECRET")
+        .output()
+        .unwrap()
+}
+
+async fn token_key(dir: &Path, email: &str) -> Vec<u8> {
+    let store = rolegate::store::open(dir.join("rolegate.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store.user_by_email(email).await.unwrap().unwrap().token_key
+}
+
+#[tokio::test]
+async fn user_rotate_and_token_issue_name_the_user_by_email_or_id() {
+    let (dir, cfg) = store_scratch();
+    let email = "rotate@acme.test";
+    let add = store_cli(
+        &cfg,
+        &[
+            "user", "add", "--org", "acme", "--email", email, "--role", "nanoUser",
+        ],
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let id = String::from_utf8(add.stdout).unwrap().trim().to_owned();
+    assert!(!id.is_empty() && !id.contains('@'), "{id}");
+
+    // A token by email, by id, and by the `--email` alias: the same user.
+    for args in [
+        ["token", "issue", "--user", email],
+        ["token", "issue", "--user", id.as_str()],
+        ["token", "issue", "--email", email],
+    ] {
+        let o = store_cli(&cfg, &args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
+    }
+
+    let before = token_key(dir.path(), email).await;
+    let o = store_cli(&cfg, &["user", "rotate", "--user", email]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&id), "{}", text(&o));
+    let after_email = token_key(dir.path(), email).await;
+    assert_ne!(before, after_email, "rotating by email renews the tokenKey");
+
+    let o = store_cli(&cfg, &["user", "rotate", "--user", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_ne!(after_email, token_key(dir.path(), email).await, "and by id");
+
+    // An unknown user is one message and exit 1, for an email and an id.
+    for who in ["nobody@acme.test", "no-such-id"] {
+        let o = store_cli(&cfg, &["user", "rotate", "--user", who]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim(), format!("rolegate: no user `{who}`"), "{err}");
+    }
+}
+
+#[test]
+fn user_rotate_help_offers_only_its_own_options() {
+    let o = rolegate(&["user", "rotate", "--help"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for own in [
+        "--user <ID_OR_EMAIL>",
+        "--store",
+        "--master-secret-file",
+        "--config",
+    ] {
+        assert!(out.contains(own), "missing {own}: {out}");
+    }
+    for other in [
+        "--upstream",
+        "--passthrough",
+        "--worker-threads",
+        "--listen",
+    ] {
+        assert!(!out.contains(other), "offers {other}: {out}");
+    }
+}
+
+#[test]
+fn a_bad_config_file_is_exit_64_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "no_such_setting = 1\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        &["check", "--config", cfg][..],
+        &["fmt", "--check", "--config", cfg][..],
+        &["test", "--config", cfg][..],
+        &["user", "list", "--org", "x", "--config", cfg][..],
+        &["--config", cfg, "token", "issue", "--user", "x"][..],
+        &["serve", "--config", cfg][..],
+    ] {
+        let o = rolegate(args);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {out}");
+        assert_eq!(
+            out.matches("rolegate: config file").count(),
+            1,
+            "{args:?}: printed once: {out}"
+        );
+    }
+}
+
 // === live operation ===
 
 async fn ops_post(sc: &Sidecar, path: &str) -> support::Reply {
@@ -471,13 +600,13 @@ async fn requests_during_reloads_never_see_a_mixed_set() {
             1,
         )
         .unwrap();
-        let probe = rolegate::tools::testing::Probe {
-            caller: rolegate::tools::testing::CallerSpec::Role("nanoReadOnly".into()),
+        let probe = rolegate::policy_tools::testing::Probe {
+            caller: rolegate::policy_tools::testing::CallerSpec::Role("nanoReadOnly".into()),
             method: "POST".into(),
             target: "/stream".into(),
             other_org: false,
         };
-        let ex = rolegate::tools::testing::evaluate(&snap, &probe).unwrap();
+        let ex = rolegate::policy_tools::testing::evaluate(&snap, &probe).unwrap();
         assert_eq!(ex.allowed(), allowed, "{}", set.display());
     }
     let link = dir.path().join("policies");
@@ -810,7 +939,7 @@ async fn sigterm_drains_a_slow_response_whole_and_exits_zero() {
         .trim()
         .to_owned();
 
-    // One worker thread: the current-thread scheduler (cli.rs), which the
+    // One worker thread: the current-thread scheduler (cli/mod.rs), which the
     // in-process tests do not start through the binary.
     let mut child = Command::new(bin)
         .args(["--config", &cfg, "serve"])

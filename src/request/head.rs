@@ -6,8 +6,39 @@
 use http::HeaderMap;
 
 use super::query::Query;
-use crate::error::ApiError;
 use crate::reason::Reason;
+
+/// Why a request head is refused (all 400s; see `error::ApiError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("More than one Host field")]
+    DuplicateHost,
+    #[error("Host is not a host name with an optional port")]
+    BadHost,
+    #[error("HTTP/1.1 request without Host")]
+    MissingHost,
+    #[error("Method overrides are not accepted: send the method in the request line")]
+    MethodOverride(&'static str),
+}
+
+impl HeadError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            HeadError::DuplicateHost => Reason::DuplicateHost,
+            HeadError::BadHost => Reason::BadHost,
+            HeadError::MissingHost => Reason::MissingHost,
+            HeadError::MethodOverride(_) => Reason::MethodOverride,
+        }
+    }
+
+    /// The field or parameter at fault.
+    pub fn parameter(&self) -> &'static str {
+        match self {
+            HeadError::DuplicateHost | HeadError::BadHost | HeadError::MissingHost => "host",
+            HeadError::MethodOverride(name) => name,
+        }
+    }
+}
 
 /// Fields and parameters through which frameworks let a request claim
 /// another method than its request line's (Rails, Laravel, Symfony, Express's
@@ -39,22 +70,16 @@ pub fn check(
     version: http::Version,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), HeadError> {
     check_host(version, headers)?;
     check_method_override(headers, query)
 }
 
 /// The `Host` rules of RFC 9112 3.2.
-pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), HeadError> {
     let mut hosts = headers.get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_param(
-                Reason::DuplicateHost,
-                "host",
-                "More than one Host field",
-            ))
-        }
+        (Some(_), Some(_)) => return Err(HeadError::DuplicateHost),
         (Some(host), None) => {
             let plain = host
                 .to_str()
@@ -63,43 +88,25 @@ pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), Api
                 .and_then(|h| h.parse::<http::uri::Authority>().ok())
                 .is_some_and(|a| a.as_str().len() == host.len());
             if !plain {
-                return Err(ApiError::bad_param(
-                    Reason::BadHost,
-                    "host",
-                    "Host is not a host name with an optional port",
-                ));
+                return Err(HeadError::BadHost);
             }
         }
-        (None, _) if version == http::Version::HTTP_11 => {
-            return Err(ApiError::bad_param(
-                Reason::MissingHost,
-                "host",
-                "HTTP/1.1 request without Host",
-            ))
-        }
+        (None, _) if version == http::Version::HTTP_11 => return Err(HeadError::MissingHost),
         (None, _) => {}
     }
     Ok(())
 }
 
 /// No method override, in a field or in the (decoded) query.
-pub fn check_method_override(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+pub fn check_method_override(headers: &HeaderMap, query: Option<&str>) -> Result<(), HeadError> {
     if let Some(field) = METHOD_OVERRIDE_FIELDS
         .iter()
         .find(|f| headers.contains_key(**f))
     {
-        return Err(ApiError::bad_param(
-            Reason::MethodOverride,
-            field,
-            "Method overrides are not accepted: send the method in the request line",
-        ));
+        return Err(HeadError::MethodOverride(field));
     }
     if Query::new(query).names_any(METHOD_OVERRIDE_PARAMS) {
-        return Err(ApiError::bad_param(
-            Reason::MethodOverride,
-            "_method",
-            "Method overrides are not accepted: send the method in the request line",
-        ));
+        return Err(HeadError::MethodOverride("_method"));
     }
     Ok(())
 }

@@ -48,7 +48,7 @@ pub struct Org {
     pub created_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     pub id: String,
     pub org_id: String,
@@ -58,6 +58,25 @@ pub struct User {
     pub token_key: Vec<u8>,
     pub created_at: OffsetDateTime,
     pub password_hash: Option<String>,
+}
+
+/// Written out by hand so a logged or printed user never shows its token key
+/// or password hash.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("token_key", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +140,7 @@ pub struct CreatedOrg {
 }
 
 /// An organisation's Ed25519 playback signing key (see `authn::playback_token`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PlaybackKey {
     pub kid: String,
     pub org_id: String,
@@ -132,6 +151,21 @@ pub struct PlaybackKey {
     pub created_at: i64,
     pub retired_at: Option<i64>,
     pub max_token_exp: i64,
+}
+
+/// Written out by hand so the signing seed never reaches a log.
+impl std::fmt::Debug for PlaybackKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlaybackKey")
+            .field("kid", &self.kid)
+            .field("org_id", &self.org_id)
+            .field("private_key", &"[redacted]")
+            .field("public_key", &hex::encode(&self.public_key))
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .field("max_token_exp", &self.max_token_exp)
+            .finish()
+    }
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::ExitCode;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use clap::Args;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -18,10 +19,19 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use super::{overrides, CliError, ListenArgs};
 use crate::app;
-use crate::cli::DemoArgs;
-use crate::config::{Overrides, Settings};
+use crate::config::Settings;
 use crate::store::NewUser;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct DemoArgs {
+    /// Exit after this many seconds (default: run until Ctrl-C)
+    #[arg(long, value_name = "SECONDS")]
+    pub exit_after: Option<u64>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
 
 type Streams = Arc<Mutex<HashMap<String, Vec<Value>>>>;
 
@@ -124,34 +134,37 @@ pub async fn serve_example_api(listener: TcpListener) {
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("rolegate demo: {msg}");
-    ExitCode::FAILURE
+/// A demo set-up step failed.
+fn demo_error(msg: impl std::fmt::Display) -> CliError {
+    CliError::Demo(msg.to_string())
 }
 
-pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, ExitCode> {
+pub fn run(config: Option<&Path>, args: &DemoArgs) -> Result<(), CliError> {
+    super::runtime(None)?.block_on(demo(config, args))
+}
+
+async fn demo(config: Option<&Path>, args: &DemoArgs) -> Result<(), CliError> {
     crate::telemetry::init();
-    let upstream = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
-    let upstream_addr: SocketAddr = upstream.local_addr().map_err(fail)?;
+    let upstream = TcpListener::bind("127.0.0.1:0").await.map_err(demo_error)?;
+    let upstream_addr: SocketAddr = upstream.local_addr().map_err(demo_error)?;
     tokio::spawn(serve_example_api(upstream));
 
     let dir = std::env::temp_dir().join(format!("rolegate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(fail)?;
+    std::fs::create_dir_all(&dir).map_err(demo_error)?;
     let secret_file = dir.join("master.secret");
     let secret = hex::encode(crate::store::random_key());
-    std::fs::write(&secret_file, &secret).map_err(fail)?;
+    std::fs::write(&secret_file, &secret).map_err(demo_error)?;
 
-    let mut o = overrides.clone();
+    let mut o = overrides(config);
+    args.listen.apply(&mut o);
     o.upstream = Some(format!("http://{upstream_addr}"));
     o.store = Some(dir.join("rolegate.db").display().to_string());
     o.master_secret_file = Some(secret_file);
-    let settings = Settings::resolve(&o, &crate::config::ProcessEnv, true).map_err(|e| {
-        eprintln!("rolegate demo: {e}\n(run the demo from the repository root, where policies/ and schema/ are)");
-        ExitCode::from(crate::cli::EXIT_CONFIG)
-    })?;
+    let settings =
+        Settings::resolve(&o, &crate::config::ProcessEnv, true).map_err(CliError::DemoConfig)?;
 
-    let state = app::build(settings.clone()).await.map_err(fail)?;
-    let org = state.store.create_org("demo").await.map_err(fail)?;
+    let state = app::build(settings.clone()).await.map_err(demo_error)?;
+    let org = state.store.create_org("demo").await.map_err(demo_error)?;
     let mut tokens = Vec::new();
     for (role, email) in [
         ("nanoAdmin", "admin@demo.example"),
@@ -167,11 +180,11 @@ pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, Exi
                 password_hash: None,
             })
             .await
-            .map_err(fail)?;
-        let token = crate::bootstrap::mint_for(&settings, &user).map_err(fail)?;
+            .map_err(demo_error)?;
+        let token = super::token::mint(&settings, &user)?;
         tokens.push((role, email, user.id, token));
     }
-    let running = app::start(state).await.map_err(fail)?;
+    let running = app::start(state).await.map_err(demo_error)?;
     let base = format!("http://{}", running.data_addr);
     let token_of = |role: &str| {
         tokens
@@ -212,7 +225,7 @@ pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, Exi
     ));
     out.push_str("Press Ctrl-C to stop.\n");
     // Listening before the prompt: a signal right after it must stop cleanly.
-    let signal = crate::bootstrap::shutdown_signal();
+    let signal = super::serve::shutdown_signal();
     // One write, errors ignored: a reader that stops early (`| head`) must
     // not turn into a panic (println! panics on a closed pipe).
     {
@@ -233,5 +246,5 @@ pub async fn run(overrides: &Overrides, args: &DemoArgs) -> Result<ExitCode, Exi
     }
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -108,7 +108,7 @@ pub struct Claims {
 
 /// What a verified playback token grants: the facts deciding `play` reads.
 /// Borrowed from [`Claims`] on the guarded prefix; `rolegate test` builds one
-/// from a case, so both decide through [`decide_play`].
+/// from a case, so both decide through [`crate::authz::play::decide_play`].
 #[derive(Debug, Clone, Copy)]
 pub struct Grant<'a> {
     pub org: &'a str,

@@ -231,7 +231,7 @@ const RACY_WINDOW: Duration = Duration::from_secs(3);
 /// so the once-a-second poll costs a few `stat`s while nothing changes
 /// (reading every file also woke the file watcher's thread with access events).
 /// Equal fingerprints mean unchanged files only when [`Fingerprint::settled`]:
-/// a file written within [`RACY_WINDOW`] can change again with the same size
+/// a file written within `RACY_WINDOW` can change again with the same size
 /// and timestamps, so an unsettled fingerprint proves nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fingerprint {

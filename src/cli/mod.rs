@@ -1,5 +1,5 @@
 //! The command line, one file per subcommand: [`serve`], [`demo`], the policy
-//! tools ([`check`], [`fmt`], [`test`], [`explain`]), and the bootstrapping
+//! tools ([`check`], [`fmt`], [`test`](mod@test), [`explain`]), and the bootstrapping
 //! commands that work on the store directly, without any API ([`user`],
 //! [`token`]).
 //!

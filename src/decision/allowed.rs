@@ -3,7 +3,7 @@
 //! [`Allowed`] has private fields and no public constructor: the only ways to
 //! get one are the functions in this file, each of which returns it only for
 //! an allow outcome of a Cedar decision ([`decide_route`], [`decide_play`]),
-//! plus the benchmark-only pass-through mode ([`passthrough`], reachable only
+//! plus the benchmark-only pass-through mode (`passthrough`, reachable only
 //! through `Decider`, and only when the `passthrough` setting is on). Every
 //! code path that forwards a request (the proxy, the guarded playback prefix,
 //! forward-auth's 200, any future front door) takes an `Allowed`, so a request

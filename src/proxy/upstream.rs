@@ -13,8 +13,8 @@
 //! Idle connections are not reaped by a timer: the upstream closes the ones it
 //! no longer wants (its keep-alive timeout), their tasks end, and the dead
 //! handles are dropped at the next checkout; handles idle for longer than
-//! [`IDLE_TIMEOUT`] are never reused, and are closed a few at a time
-//! ([`CLOSE_PER_CALL`]) at checkouts and put-backs.
+//! `IDLE_TIMEOUT` are never reused, and are closed a few at a time
+//! (`CLOSE_PER_CALL`) at checkouts and put-backs.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};

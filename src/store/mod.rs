@@ -131,8 +131,9 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-/// A freshly created organisation with its keys in clear text (shown once).
-#[derive(Debug, Clone)]
+/// A freshly created organisation with its keys in clear text (shown once;
+/// `Debug` prints them redacted).
+#[derive(Clone)]
 pub struct CreatedOrg {
     pub org: Org,
     pub api_key: String,
@@ -395,5 +396,15 @@ pub fn redact(location: &str) -> String {
             None => location.to_owned(),
         },
         None => location.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for CreatedOrg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedOrg")
+            .field("org", &self.org)
+            .field("api_key", &"[redacted]")
+            .field("player_key", &"[redacted]")
+            .finish()
     }
 }

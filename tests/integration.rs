@@ -6,12 +6,15 @@
 mod support;
 
 mod architecture;
+mod cli;
 mod deploy;
 mod forward_auth;
 mod hostile;
+mod lifecycle;
 mod nginx;
 mod playback;
 mod policy_tools;
+mod reload;
 mod replicas;
 mod request_path;
 mod route_table;

@@ -13,6 +13,7 @@ pub mod pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -408,4 +409,46 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Run the real binary from the repository root.
+pub fn rolegate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rolegate"))
+        .args(args)
+        .current_dir(repo())
+        .env("ROLEGATE_LOG_FORMAT", "text")
+        .output()
+        .unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A scratch copy of the shipped policies and schema.
+pub fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policies");
+    let s = dir.path().join("schema");
+    copy_dir(&repo().join("policies"), &p);
+    copy_dir(&repo().join("schema"), &s);
+    (dir, p, s)
+}
+
+pub async fn ops_post(sc: &Sidecar, path: &str) -> Reply {
+    send(&sc.ops, "POST", path, &[], None).await
+}
+
+/// The value of a counter in `/metrics` (0 when absent).
+pub async fn metric(sc: &Sidecar, name: &str) -> f64 {
+    let m = sc.ops_get("/metrics").await.body;
+    m.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

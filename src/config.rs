@@ -39,6 +39,10 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_SECS: u64 = 20;
 /// Request bodies above this size are refused (413) before being read.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Open client connections on the data listener: idle, a connection costs
+/// hyper a few KiB; 4,096 of them in the middle of sending their heads stay
+/// well inside the 64 MiB a sidecar is often given (`bench/flood`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Invites are valid for 7 days and single-use.
 pub const DEFAULT_INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Shortest master secret accepted (256 bits).
@@ -114,6 +118,7 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     pub upstream_timeout_secs: Option<u64>,
     pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<usize>,
     pub passthrough: Option<bool>,
     pub invite_ttl_secs: Option<u64>,
     pub playback_prefix: Option<String>,
@@ -145,6 +150,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub upstream_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Open client connections on the data listener (further ones wait in
+    /// the kernel backlog); lowered to the descriptor budget at start-up.
+    pub max_connections: usize,
     pub passthrough: bool,
     pub invite_ttl: Duration,
     pub playback_prefix: Option<String>,
@@ -176,6 +184,7 @@ impl std::fmt::Debug for Settings {
             trusted_proxies,
             upstream_timeout,
             max_body_bytes,
+            max_connections,
             passthrough,
             invite_ttl,
             playback_prefix,
@@ -202,6 +211,7 @@ impl std::fmt::Debug for Settings {
             .field("trusted_proxies", trusted_proxies)
             .field("upstream_timeout", upstream_timeout)
             .field("max_body_bytes", max_body_bytes)
+            .field("max_connections", max_connections)
             .field("passthrough", passthrough)
             .field("invite_ttl", invite_ttl)
             .field("playback_prefix", playback_prefix)
@@ -527,6 +537,7 @@ struct ProxyBehaviour {
     drain: Duration,
     upstream_timeout: Duration,
     max_body_bytes: u64,
+    max_connections: usize,
     passthrough: bool,
     shadow_policies_dir: Option<PathBuf>,
     forward_credentials: bool,
@@ -569,6 +580,11 @@ fn proxy_behaviour(
         }
     }
 
+    let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("max_connections", "must be at least 1"));
+    }
+
     Ok(ProxyBehaviour {
         trusted_proxies,
         worker_threads,
@@ -586,6 +602,7 @@ fn proxy_behaviour(
             1,
         )?,
         max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_connections,
         passthrough: o.passthrough.or(file.passthrough).unwrap_or(false),
         shadow_policies_dir: file.shadow_policies_dir.clone().map(|p| rel(base, p)),
         forward_credentials: file.forward_credentials.unwrap_or(false),
@@ -636,6 +653,7 @@ impl Settings {
             trusted_proxies: proxy.trusted_proxies,
             upstream_timeout: proxy.upstream_timeout,
             max_body_bytes: proxy.max_body_bytes,
+            max_connections: proxy.max_connections,
             passthrough: proxy.passthrough,
             invite_ttl: tokens.invite_ttl,
             playback_prefix: proxy.playback_prefix,

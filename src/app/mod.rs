@@ -115,8 +115,6 @@ async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, St
 const OPS_DRAIN: Duration = Duration::from_secs(1);
 /// Probes, scrapes and reloads: a handful of clients.
 const OPS_MAX_CONNECTIONS: usize = 64;
-/// The data listener's connection cap when the descriptor budget allows more.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Serve the ops listener (`/live`, `/ready`, `/metrics`, `/status`,
 /// `POST /reload`) on `listener` until `stop` flips.
@@ -214,8 +212,16 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         state.metrics.clone(),
     );
     let door = Arc::new(data::DataListener::new(state.clone(), proxy));
-    let budget = allocator::connection_budget().unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    let max_connections = DEFAULT_MAX_CONNECTIONS.min(budget);
+    let wanted = state.settings.max_connections;
+    let budget = allocator::connection_budget().unwrap_or(wanted);
+    if budget < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            budget,
+            "the open-file limit allows fewer connections than `max_connections`; using the budget"
+        );
+    }
+    let max_connections = wanted.min(budget);
     tracing::info!(max_connections, "data listener connection cap");
     let s = state.clone();
     tasks.push(tokio::spawn(listener::serve(

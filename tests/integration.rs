@@ -10,6 +10,7 @@ mod forward_auth;
 mod nginx;
 mod playback;
 mod policy_tools;
+mod properties;
 mod replicas;
 mod request_path;
 mod route_table;

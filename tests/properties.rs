@@ -1124,7 +1124,7 @@ fn a_query_parameter_is_single_or_ambiguous() {
             let got = q.single(n);
             match values.as_slice() {
                 [] => prop_assert_eq!(got, Ok(None)),
-                [v] if v.is_empty() => prop_assert_eq!(got, Ok(None)),
+                [""] => prop_assert_eq!(got, Ok(None)),
                 [v] => prop_assert_eq!(got, Ok(Some(Cow::Borrowed(*v)))),
                 _ => prop_assert_eq!(got, Err(Ambiguous(n.to_owned()))),
             }

@@ -8,7 +8,8 @@
 //! `ROLEGATE_FUZZ_CASES=N` every property runs N cases instead, in batches with
 //! fresh random seeds, and stops early (passing, and saying how far it got)
 //! once `ROLEGATE_FUZZ_SECONDS` (per property, default 60) have passed: that is
-//! the bounded fuzz run of `scripts/fuzz`.
+//! the bounded fuzz run of `scripts/fuzz`. (Counts are set here, so proptest's
+//! own `PROPTEST_CASES` does not apply.)
 //!
 //! A failing case is shrunk to a minimal input, printed, and its seed written
 //! to `tests/proptest-regressions/properties.txt`; every later run replays the
@@ -533,7 +534,7 @@ fn exactly_one_credential_or_an_error() {
                         let (_, v) = owned(c);
                         let v = v.unwrap_or_default();
                         // What is returned is the value (or the bearer
-                        // token), trimmed: visible ASCII, never empty.
+                        // token), trimmed: visible ASCII (blanks only inside), never empty.
                         prop_assert!(
                             !v.is_empty()
                                 && v.bytes()

@@ -14,6 +14,7 @@ mod lifecycle;
 mod nginx;
 mod playback;
 mod policy_tools;
+mod properties;
 mod reload;
 mod replicas;
 mod request_path;

@@ -345,12 +345,43 @@ impl RouteTable {
                 }
                 None => ResourceId::Fixed(rid.to_owned()),
             };
-            let duplicate = table
-                .routes
+            // A parameter named twice would leave `{name}` meaning either value.
+            let mut names: Vec<&str> = segments
                 .iter()
-                .any(|o| o.method == method && o.segments == segments);
-            if duplicate {
-                return Err(err(format!("route `{method} {}` is listed twice", r.path)));
+                .filter_map(|s| match s {
+                    Segment::Param(p) => Some(p.as_str()),
+                    Segment::Literal(_) => None,
+                })
+                .collect();
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                return Err(err(format!(
+                    "path `{}` names the parameter `{{{}}}` twice",
+                    r.path, w[0]
+                )));
+            }
+            // Two routes of one method with the same literals in the same places
+            // match the same requests, whatever their parameters are called:
+            // the later one would never be reached.
+            let same_requests = |o: &Route| {
+                o.method == method
+                    && o.segments.len() == segments.len()
+                    && o.segments.iter().zip(&segments).all(|pair| match pair {
+                        (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                        (Segment::Param(_), Segment::Param(_)) => true,
+                        _ => false,
+                    })
+            };
+            if let Some(o) = table.routes.iter().find(|o| same_requests(o)) {
+                let message = if o.template == r.path {
+                    format!("route `{method} {}` is listed twice", r.path)
+                } else {
+                    format!(
+                        "route `{method} {}` matches the same requests as `{method} {}`",
+                        r.path, o.template
+                    )
+                };
+                return Err(err(message));
             }
             table
                 .by_method
@@ -460,6 +491,27 @@ handler = "upstream"
         assert!(t.find("GET", "/stream").is_none());
         assert!(t.find("GET", "/stream/a/b").is_none());
         assert!(t.find("PATCH", "/stream/a").is_none());
+    }
+
+    #[test]
+    fn routes_that_match_the_same_requests_are_refused() {
+        let route = |path: &str| {
+            format!(
+                "[[route]]\nmethod = \"GET\"\npath = \"{path}\"\naction = \"x\"\nresource = \"OrgResource::streams\"\nhandler = \"upstream\"\n"
+            )
+        };
+        let e =
+            RouteTable::parse("routes.toml", &(route("/a/{x}") + &route("/a/{y}"))).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(
+            e.message.contains("the same requests as `GET /a/{x}`"),
+            "{e}"
+        );
+        let e = RouteTable::parse("routes.toml", &route("/a/{x}/{x}")).unwrap_err();
+        assert!(e.message.contains("`{x}` twice"), "{e}");
+        // Different literals, or a literal against a parameter, are two routes.
+        assert!(RouteTable::parse("routes.toml", &(route("/a/{x}") + &route("/b/{x}"))).is_ok());
+        assert!(RouteTable::parse("routes.toml", &(route("/a/{x}") + &route("/a/b"))).is_ok());
     }
 
     #[test]

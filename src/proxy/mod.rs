@@ -48,10 +48,14 @@ pub fn target(uri: &Uri) -> Result<Target<'_>, ApiError> {
         userinfo: serde_json::json!({}),
     })?;
     let query = uri.query();
+    let sent = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path_and_query: Cow<'_, str> = match (&path, query) {
-        (Cow::Borrowed(_), _) => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
-        (Cow::Owned(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
-        (Cow::Owned(p), None) => Cow::Owned(p.clone()),
+        // A path normal as sent goes on as sent. Not so an absolute-form
+        // target with an empty path (`http://h?q`): its path reads as `/`,
+        // but what was sent is `?q`, so it is rebuilt like a changed path.
+        (Cow::Borrowed(_), _) if sent.starts_with('/') => Cow::Borrowed(sent),
+        (p, Some(q)) => Cow::Owned(format!("{p}?{q}")),
+        (p, None) => Cow::Owned(p.to_string()),
     };
     Ok(Target {
         path,

@@ -11,6 +11,9 @@
 //! - percent-encodings of `/`, `\`, `.` and NUL, malformed encodings, raw
 //!   backslashes, `;` parameters and control characters are rejected, because
 //!   servers disagree on how to read them;
+//! - so are the characters a URI path cannot hold as themselves (`?`, `#`,
+//!   `<`, `>`, `` ` ``): a path that normalises is one the upstream's URI
+//!   parser reads back unchanged (`/a#/admin` is `/a` to some, not to others);
 //! - other percent-encodings stay as sent (stream names may contain them).
 
 use crate::reason::Reason;
@@ -120,7 +123,9 @@ fn check_bytes(bytes: &[u8]) -> Result<(), PathError> {
                 }
                 i += 3;
             }
-            b'\\' | b';' => return Err(PathError::ForbiddenCharacter),
+            b'\\' | b';' | b'?' | b'#' | b'<' | b'>' | b'`' => {
+                return Err(PathError::ForbiddenCharacter)
+            }
             b if b < 0x21 || b == 0x7f || b >= 0x80 => return Err(PathError::ForbiddenCharacter),
             _ => i += 1,
         }
@@ -167,6 +172,10 @@ mod tests {
             "/a%2",
             "/a\\b",
             "/a;x=1",
+            "/a#/admin",
+            "/a?b",
+            "/a<b>",
+            "/a`b",
         ] {
             assert!(normalize(p).is_err(), "{p} should be rejected");
         }

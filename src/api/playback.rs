@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
 
-use super::read_json;
 use super::RequestCtx;
+use super::{caller_org, read_json};
 use crate::authn::playback_token::{
     decode, encoding_key, new_key, parse_ip, validate, Claims, PlaybackError, AUD, ISS, LEEWAY, TYP,
 };
@@ -196,15 +196,11 @@ pub async fn issue(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let org = ctx
-        .caller
-        .org
-        .clone()
-        .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
+    let org = caller_org(ctx)?;
     let body = read_json(state, req).await?;
     let now = unix_now();
     let r = parse_issue(&body, now)?;
-    let key = active_key(state, &org).await?;
+    let key = active_key(state, org).await?;
     // Record the exp before the token exists, so JWKS never drops a key early.
     let exp_i64 = i64::try_from(r.exp).unwrap_or(i64::MAX);
     state.store.extend_playback_key(&key.kid, exp_i64).await?;
@@ -279,11 +275,7 @@ pub async fn revoke(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let org = ctx
-        .caller
-        .org
-        .clone()
-        .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
+    let org = caller_org(ctx)?;
     let body = read_json(state, req).await?;
     let token = body_token(&body)?;
     // An expired token can still be revoked: revocation is permanent anyway.
@@ -309,7 +301,7 @@ pub async fn revoke(
     let exp = i64::try_from(claims.exp).unwrap_or(i64::MAX);
     state
         .store
-        .revoke_playback(&claims.jti, &org, exp, now_i64())
+        .revoke_playback(&claims.jti, org, exp, now_i64())
         .await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
@@ -338,12 +330,8 @@ pub async fn rotate(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let org = ctx
-        .caller
-        .org
-        .clone()
-        .ok_or(ApiError::Denied(Reason::NoOrganisation))?;
-    let key = state.store.put_playback_key(new_key(&org)?, true).await?;
+    let org = caller_org(ctx)?;
+    let key = state.store.put_playback_key(new_key(org)?, true).await?;
     super::audit::audit(
         state,
         ctx,

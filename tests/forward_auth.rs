@@ -242,3 +242,28 @@ async fn the_traefik_example_asks_rolegate_what_forward_auth_reads() {
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(echo.count(), 0, "forward-auth never forwards");
 }
+
+/// The proxy forwards the original request as it is, so a method override
+/// in it would reach the upstream: forward-auth refuses it as proxy mode does,
+/// in the original request's fields and in its (decoded) query.
+#[tokio::test]
+async fn forward_auth_refuses_a_method_override_in_the_original_request() {
+    let (_echo, sc) = sidecar("127.0.0.1/32").await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
+    let t = sc.token(&u.id).await;
+    let fa = "/_rolegate/forward-auth";
+    let allowed = original("GET", "/stream/s1");
+    let mut h: Vec<(&str, &str)> = allowed.to_vec();
+    h.push(tok(&t));
+    assert_eq!(sc.send("GET", fa, &h, None).await.status, 200);
+    h.push(("x-http-method-override", "DELETE"));
+    let r = sc.send("GET", fa, &h, None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.reason(), "method_override");
+    let mut h: Vec<(&str, &str)> = original("GET", "/stream/s1?%5Fmethod=DELETE").to_vec();
+    h.push(tok(&t));
+    let r = sc.send("GET", fa, &h, None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.reason(), "method_override");
+}

@@ -11,15 +11,20 @@ use crate::error::{json_response, ApiError, LocalBody};
 use crate::reason::Reason;
 use crate::state::AppState;
 
+/// The caller's organisation as stored.
+async fn own_org(state: &AppState, ctx: &RequestCtx) -> Result<crate::store::Org, ApiError> {
+    state
+        .store
+        .org(caller_org(ctx)?)
+        .await?
+        .ok_or(ApiError::NotFound(Reason::NoSuchOrganisation))
+}
+
 pub async fn organisation(
     state: &AppState,
     ctx: &RequestCtx,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let org = state
-        .store
-        .org(caller_org(ctx)?)
-        .await?
-        .ok_or(ApiError::NotFound(Reason::NoSuchOrganisation))?;
+    let org = own_org(state, ctx).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "data": { "id": org.id, "name": org.name, "webhook": org.webhook, "createdAt": rfc3339(org.created_at) } }),
@@ -66,11 +71,7 @@ pub async fn player_key(
     state: &AppState,
     ctx: &RequestCtx,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let org = state
-        .store
-        .org(caller_org(ctx)?)
-        .await?
-        .ok_or(ApiError::NotFound(Reason::NoSuchOrganisation))?;
+    let org = own_org(state, ctx).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "data": { "playerKey": org.player_key } }),

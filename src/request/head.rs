@@ -81,13 +81,7 @@ pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), Hea
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(HeadError::DuplicateHost),
         (Some(host), None) => {
-            let plain = host
-                .to_str()
-                .ok()
-                .filter(|h| !h.contains('@'))
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
-                .is_some_and(|a| a.as_str().len() == host.len());
-            if !plain {
+            if !is_plain_host(host.as_bytes()) {
                 return Err(HeadError::BadHost);
             }
         }
@@ -95,6 +89,38 @@ pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), Hea
         (None, _) => {}
     }
     Ok(())
+}
+
+/// Whether a `Host` value is `host[:port]` (RFC 9110 7.2): a non-empty run of
+/// the characters a reg-name, an IP literal and a port may hold, and no
+/// userinfo (`@`), path, query or fragment. A byte scan: this runs on every
+/// request, and parsing into `http::uri::Authority` would copy the value.
+fn is_plain_host(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
+                )
+        })
 }
 
 /// No method override, in a field or in the (decoded) query.
@@ -109,4 +135,25 @@ pub fn check_method_override(headers: &HeaderMap, query: Option<&str>) -> Result
         return Err(HeadError::MethodOverride("_method"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_host;
+
+    #[test]
+    fn a_host_is_a_name_or_address_with_an_optional_port() {
+        for ok in [
+            "x",
+            "api.example.com",
+            "127.0.0.1:8080",
+            "[::1]:9090",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(is_plain_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "a b", "a@b", "a/b", "a?b", "a#b", "a\tb", "a\"b"] {
+            assert!(!is_plain_host(bad.as_bytes()), "{bad}");
+        }
+    }
 }

@@ -45,6 +45,12 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Invites are valid for 7 days and single-use.
 pub const DEFAULT_INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
+/// The change log is read this often without a doorbell: a change made from
+/// the CLI or another process bites within it (target: 1 s).
+pub const DEFAULT_CHANGE_POLL_MS: u64 = 250;
+/// A replica that has not confirmed it is caught up with the change log for
+/// this long stops answering from its cache (every lookup reads the store).
+pub const DEFAULT_MAX_CHANGE_LAG_SECS: u64 = 10;
 /// Shortest master secret accepted (256 bits).
 pub const MIN_MASTER_SECRET_LEN: usize = 32;
 
@@ -124,6 +130,9 @@ pub struct FileConfig {
     pub playback_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: Option<bool>,
+    pub change_poll_ms: Option<u64>,
+    pub max_change_lag_secs: Option<u64>,
+    pub replica_id: Option<String>,
 }
 
 /// Validated settings. `Debug` is written out by hand: the master secret
@@ -158,6 +167,14 @@ pub struct Settings {
     pub playback_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: bool,
+    /// How often the change log is read when no doorbell rang: the bound on
+    /// how long a change made elsewhere can go unseen (`store::changelog`).
+    pub change_poll: Duration,
+    /// Past this lag behind the change log, cached answers are not used.
+    pub max_change_lag: Duration,
+    /// This replica's name in heartbeats and receipts; `None`: the host name
+    /// and the data listener's bound port (`app::start`).
+    pub replica_id: Option<String>,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -190,6 +207,9 @@ impl std::fmt::Debug for Settings {
             playback_prefix,
             shadow_policies_dir,
             forward_credentials,
+            change_poll,
+            max_change_lag,
+            replica_id,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -215,6 +235,9 @@ impl std::fmt::Debug for Settings {
             .field("passthrough", passthrough)
             .field("invite_ttl", invite_ttl)
             .field("playback_prefix", playback_prefix)
+            .field("change_poll", change_poll)
+            .field("max_change_lag", max_change_lag)
+            .field("replica_id", replica_id)
             .field("shadow_policies_dir", shadow_policies_dir)
             .field("forward_credentials", forward_credentials)
             .finish()
@@ -529,6 +552,50 @@ fn cache(file: &FileConfig) -> Result<Cache, ConfigError> {
     })
 }
 
+/// Following the change log (`store::changelog`).
+struct ChangeLog {
+    poll: Duration,
+    max_lag: Duration,
+    replica_id: Option<String>,
+}
+
+fn change_log(file: &FileConfig) -> Result<ChangeLog, ConfigError> {
+    let poll_ms = file.change_poll_ms.unwrap_or(DEFAULT_CHANGE_POLL_MS);
+    if !(10..=10_000).contains(&poll_ms) {
+        return Err(invalid(
+            "change_poll_ms",
+            "must be between 10 and 10000 (milliseconds)",
+        ));
+    }
+    let poll = Duration::from_millis(poll_ms);
+    let max_lag = secs(
+        "max_change_lag_secs",
+        file.max_change_lag_secs,
+        DEFAULT_MAX_CHANGE_LAG_SECS,
+        1,
+    )?;
+    if max_lag < poll * 2 {
+        return Err(invalid(
+            "max_change_lag_secs",
+            "must be at least two change_poll_ms intervals",
+        ));
+    }
+    let replica_id = file.replica_id.clone();
+    if let Some(id) = &replica_id {
+        if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+            return Err(invalid(
+                "replica_id",
+                "must be 1 to 200 printable characters",
+            ));
+        }
+    }
+    Ok(ChangeLog {
+        poll,
+        max_lag,
+        replica_id,
+    })
+}
+
 /// How the proxy behaves: whom it trusts, how it runs, forwards and drains.
 struct ProxyBehaviour {
     trusted_proxies: Vec<IpNet>,
@@ -632,6 +699,7 @@ impl Settings {
         let tokens = tokens(&file)?;
         let cache = cache(&file)?;
         let proxy = proxy_behaviour(o, &file, base)?;
+        let change_log = change_log(&file)?;
 
         Ok(Settings {
             listen,
@@ -659,6 +727,9 @@ impl Settings {
             playback_prefix: proxy.playback_prefix,
             shadow_policies_dir: proxy.shadow_policies_dir,
             forward_credentials: proxy.forward_credentials,
+            change_poll: change_log.poll,
+            max_change_lag: change_log.max_lag,
+            replica_id: change_log.replica_id,
         })
     }
 

@@ -180,7 +180,12 @@ pub async fn delete(
     match result {
         Ok(u) => {
             audit(state, ctx, "deleteUser", &u.id, "ok", &u.role).await;
-            Ok(changed(json!({ "data": { "id": u.id, "deleted": true } }), state, wait).await)
+            Ok(changed(
+                json!({ "data": { "id": u.id, "deleted": true } }),
+                state,
+                wait,
+            )
+            .await)
         }
         Err(e) => {
             if !matches!(e, StoreError::NotFound(_)) {
@@ -192,7 +197,11 @@ pub async fn delete(
 }
 
 /// The 200 answer to a change, with its receipt when one was asked for.
-async fn changed(mut body: Value, state: &AppState, wait: Option<std::time::Duration>) -> Response<LocalBody> {
+async fn changed(
+    mut body: Value,
+    state: &AppState,
+    wait: Option<std::time::Duration>,
+) -> Response<LocalBody> {
     if let Some(r) = receipt::after_change(state, wait).await {
         body["propagation"] = r;
     }

@@ -122,7 +122,9 @@ impl Follower {
                     self.apply(&entry.change);
                     position = entry.seq;
                 }
-                self.metrics.changes_applied.inc_by(page.entries.len() as u64);
+                self.metrics
+                    .changes_applied
+                    .inc_by(page.entries.len() as u64);
             }
             let full = page.entries.len() >= PAGE as usize;
             let head = page.head.max(position);

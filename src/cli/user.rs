@@ -146,7 +146,13 @@ async fn user(settings: Settings, cmd: &UserCommand) -> Result<(), CliError> {
             let u = store
                 .set_role(&found.id, &a.role, &store::random_key())
                 .await?;
-            cli_audit(&store, &u, "editUserRole", &format!("{} -> {}", found.role, u.role)).await;
+            cli_audit(
+                &store,
+                &u,
+                "editUserRole",
+                &format!("{} -> {}", found.role, u.role),
+            )
+            .await;
             eprintln!(
                 "{} ({}) is now {}: earlier API tokens no longer work",
                 u.id, u.email, u.role
@@ -169,7 +175,7 @@ async fn user(settings: Settings, cmd: &UserCommand) -> Result<(), CliError> {
 /// Wait for the running replicas to apply the change just written, and say
 /// how that went (to stderr, like every other message of these commands).
 async fn print_receipt(store: &SharedStore, a: &ReceiptArgs) -> Result<(), CliError> {
-    if !(a.wait > 0.0) {
+    if a.wait.is_nan() || a.wait <= 0.0 {
         return Ok(());
     }
     let wait = std::time::Duration::from_secs_f64(a.wait.min(3600.0));

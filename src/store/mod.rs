@@ -218,8 +218,9 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Cheap round trip used by readiness.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Changes made through other replicas, for cache invalidation. `None`: the
-    /// store is not shared between processes that cache (the embedded file).
+    /// The doorbell: rings when a change was logged anywhere, so followers
+    /// read the log at once instead of at their next poll. `None`: the store
+    /// has none (the embedded file; its followers rely on the poll).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
     }

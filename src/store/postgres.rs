@@ -2,10 +2,11 @@
 //! transaction boundaries as the embedded store; two additions make it safe to
 //! share:
 //!
-//! - every write that changes what a cached credential may do sends
-//!   `pg_notify` inside its transaction, so it is announced exactly when (and
-//!   only if) it commits; each replica LISTENs on one dedicated connection and
-//!   drops the affected cache entries (`crate::invalidation`);
+//! - every write that changes what a cached credential may do appends to the
+//!   change log (`store::changelog`) and sends `pg_notify` inside its
+//!   transaction, so both happen exactly when (and only if) it commits; each
+//!   replica LISTENs on one dedicated connection and reads the log at once
+//!   when it hears the doorbell (`app::follower`), and on its poll otherwise;
 //! - writes that guard an invariant across rows (the last nanoAdmin) lock the
 //!   organisation row first, so concurrent changes through different replicas
 //!   serialise instead of both passing the check.
@@ -55,7 +56,7 @@ const POOL_SIZE: usize = 16;
 const LISTENER_HEARTBEAT: Duration = Duration::from_secs(5);
 const RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Announcements buffered per replica before the consumer counts as lagging
-/// (a lagging consumer clears its whole cache: see `crate::invalidation`).
+/// (a lagging consumer just reads the log: see `app::follower`).
 const CHANGE_BUFFER: usize = 4096;
 
 /// Schema migrations, applied in order; `rolegate_migrations` records which ran.

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_input;
 mod architecture;
 mod cli;
 mod deploy;
@@ -12,6 +13,7 @@ mod forward_auth;
 mod hostile;
 mod lifecycle;
 mod nginx;
+mod openapi;
 mod playback;
 mod policy_tools;
 mod properties;

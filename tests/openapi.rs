@@ -220,3 +220,29 @@ fn the_documented_reason_codes_are_the_codes_rolegate_gives() {
         .collect();
     assert_eq!(documented, codes);
 }
+
+#[test]
+fn every_data_listener_operation_documents_the_refusals_before_its_handler() {
+    // Whatever the operation, the data listener's pipeline can refuse the
+    // request before its handler runs: a bad target or head (400), no valid
+    // credential (401), a deny (403), a declared body over the limit (413), not
+    // ready or no store (503). Each must be in the document, in ApiError shape.
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("servers").is_some() {
+            continue;
+        }
+        for m in METHODS {
+            let Some(op) = item.get(m) else { continue };
+            for status in ["400", "401", "403", "413", "503"] {
+                let resp = &op["responses"][status];
+                assert!(!resp.is_null(), "{m} {path}: no {status}");
+                let text = resp.to_string();
+                assert!(
+                    text.contains("#/components/responses/") || text.contains("ApiError"),
+                    "{m} {path} {status}: not the platform's error shape"
+                );
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! The ops listener (loopback by default): `/live`, `/ready`, `/metrics`,
-//! `/status` and `POST /reload`. It runs on the same runtime as the data
-//! listener but shares nothing on its path, so probes stay cheap.
+//! `/status`, `POST /reload` and `/openapi.json`. It runs on its own thread
+//! and shares nothing on the data listener's path, so probes stay cheap.
 
 use std::time::Duration;
 
@@ -10,6 +10,22 @@ use serde_json::json;
 
 use crate::error::{empty_response, json_response, LocalBody};
 use crate::state::AppState;
+
+/// The OpenAPI description of rolegate's own endpoints (`openapi/rolegate.json`),
+/// served as shipped: the ops listener is where operators look, and on the data
+/// listener every path is the route table's (a path there could shadow the upstream's).
+pub const OPENAPI: &str = include_str!("../openapi/rolegate.json");
+
+/// Every (method, path) the ops listener answers; another method on one of
+/// these paths is a 405, any other path a 404.
+pub const ENDPOINTS: [(&str, &str); 6] = [
+    ("GET", "/live"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/status"),
+    ("POST", "/reload"),
+    ("GET", "/openapi.json"),
+];
 
 /// How long a readiness probe waits for the store before calling it unhealthy.
 const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,9 +133,25 @@ pub async fn route(state: &AppState, req: Request<Incoming>) -> Response<LocalBo
                 &json!({"reloaded": false, "version": state.policies.current().version, "error": e.to_string()}),
             ),
         },
-        (_, "/live" | "/ready" | "/metrics" | "/status" | "/reload") => {
-            empty_response(StatusCode::METHOD_NOT_ALLOWED)
+        (&Method::GET, "/openapi.json") => {
+            let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                OPENAPI.as_bytes(),
+            )));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            resp
         }
-        _ => empty_response(StatusCode::NOT_FOUND),
+        (_, path) => match ENDPOINTS.iter().find(|(_, p)| *p == path) {
+            // RFC 9110 15.5.6: a 405 names the methods the path has.
+            Some((method, _)) => {
+                let mut resp = empty_response(StatusCode::METHOD_NOT_ALLOWED);
+                resp.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(method));
+                resp
+            }
+            None => empty_response(StatusCode::NOT_FOUND),
+        },
     }
 }

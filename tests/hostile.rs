@@ -126,7 +126,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
     (
         "CONNECT",
         "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\nX-BINTU-TOKEN: {T}\r\nConnection: close\r\n\r\n",
-        "40",
+        "400",
     ),
     (
         "a method in lower case is another method (RFC 9110 9.1)",
@@ -163,6 +163,26 @@ async fn requests_that_could_be_reinterpreted_are_refused_before_the_upstream() 
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     assert_eq!(reached, 1);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// CONNECT's authority-form target names no path, so it is refused as a
+/// target before any route is looked up (never a tunnel to the upstream).
+#[tokio::test]
+async fn connect_is_refused_as_a_target_without_a_path() {
+    let w = world().await;
+    let before = w.echo.count();
+    let head =
+        "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\nX-BINTU-TOKEN: {T}\r\nConnection: close\r\n\r\n"
+            .replace("{T}", &w.token);
+    let out = raw(&w.sc.base, head.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        json["error"]["userinfo"]["reason"], "path_not_absolute",
+        "{out}"
+    );
+    assert_eq!(w.echo.count(), before);
 }
 
 /// Fields a framework or proxy behind rolegate may read as the request's

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_input;
 mod architecture;
 mod changelog;
 mod cli;
@@ -13,6 +14,7 @@ mod forward_auth;
 mod hostile;
 mod lifecycle;
 mod nginx;
+mod openapi;
 mod playback;
 mod policy_tools;
 mod properties;

@@ -198,3 +198,63 @@ async fn sigterm_drains_a_slow_response_whole_and_exits_zero() {
     }
     assert_eq!(code, Some(0));
 }
+
+/// With the data listener at its connection cap (every connection busy with a
+/// request whose body never comes), the ops listener still answers `/live`
+/// and `/ready` at once: a busy pod is not restarted as a dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_while_the_data_listener_is_saturated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const CAP: usize = 8;
+    let echo = support::Echo::start().await;
+    let sc = support::Sidecar::with(support::Options {
+        upstream: Some(echo.url()),
+        config: format!("max_connections = {CAP}\n"),
+        ..Default::default()
+    })
+    .await;
+    let data = sc.base.trim_start_matches("http://").to_owned();
+    // Each hog sends a request head announcing a body it never sends, so its
+    // connection stays busy (not idle, so not shed near the cap). One at a
+    // time, so each request is under way before the next connection arrives.
+    let mut hogs = Vec::new();
+    for _ in 0..CAP {
+        let mut s = TcpStream::connect(&data).await.unwrap();
+        s.write_all(
+            b"POST /user/validate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"email\":",
+        )
+        .await
+        .unwrap();
+        hogs.push(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Saturated: a new connection waits in the backlog, unanswered.
+    let mut late = TcpStream::connect(&data).await.unwrap();
+    late.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let waited = tokio::time::timeout(Duration::from_millis(500), late.read(&mut buf)).await;
+    assert!(waited.is_err(), "the data listener answered past its cap");
+
+    for probe in ["/live", "/ready"] {
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(2), sc.ops_get(probe))
+            .await
+            .unwrap_or_else(|_| panic!("{probe} did not answer within 2 s"));
+        assert_eq!(r.status, 200, "{probe}: {}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    // The hogs leave: the waiting connection is served.
+    drop(hogs);
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), late.read_to_end(&mut out))
+        .await
+        .expect("the waiting connection was not served after the hogs left")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}

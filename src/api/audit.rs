@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{caller_org, query_param, RequestCtx};
 use crate::error::{json_response, ApiError, LocalBody};
+use crate::reason::Reason;
 use crate::state::AppState;
 use crate::store::{AuditFilter, NewAudit};
 
@@ -56,9 +57,16 @@ pub async fn audit_list(
         target: query_param(&req, "user")?,
         actor: query_param(&req, "actor")?,
         action: query_param(&req, "action")?,
-        limit: query_param(&req, "limit")?
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0),
+        limit: match query_param(&req, "limit")? {
+            None => 0,
+            Some(l) => l.parse().map_err(|_| {
+                ApiError::bad_param(
+                    Reason::InvalidParameter,
+                    "limit",
+                    "must be a whole number from 0 to 4294967295",
+                )
+            })?,
+        },
     };
     let records = state.store.list_audit(caller_org(ctx)?, &filter).await?;
     Ok(json_response(StatusCode::OK, &json!({ "data": records })))

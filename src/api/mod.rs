@@ -170,18 +170,71 @@ pub(crate) fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiE
         .ok_or_else(|| ApiError::bad_param(Reason::MissingParameter, name, "Parameter required"))
 }
 
+/// A field the body may name in two ways (the platform's word and rolegate's):
+/// whichever is given must be a non-empty string, and both given must agree.
+pub(crate) fn aliased_field<'a>(
+    body: &'a Value,
+    name: &str,
+    alias: &str,
+) -> Result<&'a str, ApiError> {
+    let read = |field: &str| match body.get(field) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.as_str())),
+        Some(_) => Err(ApiError::bad_param(
+            Reason::InvalidParameter,
+            field,
+            "must be a non-empty string",
+        )),
+    };
+    match (read(name)?, read(alias)?) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_param(
+            Reason::AmbiguousParameter,
+            name,
+            format!("`{name}` and `{alias}` disagree"),
+        )),
+        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (None, None) => Err(ApiError::bad_param(
+            Reason::MissingParameter,
+            name,
+            "Parameter required",
+        )),
+    }
+}
+
+/// The request body, refusing bodies above `max_body_bytes`.
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::{BodyExt, Limited};
+    let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
+    Ok(Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?
+        .to_bytes())
+}
+
+fn invalid_body() -> ApiError {
+    ApiError::bad_param(Reason::InvalidBody, "body", "Body must be a JSON object")
+}
+
 /// A request body as JSON, refusing bodies above `max_body_bytes`.
 pub(crate) async fn read_json(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<serde_json::Value, ApiError> {
-    use http_body_util::{BodyExt, Limited};
-    let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
-    let bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge)?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::bad_param(Reason::InvalidBody, "body", "Body must be a JSON object"))
+    serde_json::from_slice(&read_body(state, req).await?).map_err(|_| invalid_body())
+}
+
+/// An optional request body: none (empty, or only white space), or a JSON object.
+pub(crate) async fn read_optional_object(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let bytes = read_body(state, req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => Ok(Some(v)),
+        _ => Err(invalid_body()),
+    }
 }

@@ -86,7 +86,7 @@ fn opt_bool(body: &Value, field: &str) -> Result<bool, ApiError> {
 fn opt_str(body: &Value, field: &str) -> Result<Option<String>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(Some(s.clone())),
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 256 => Ok(Some(s.clone())),
         Some(_) => Err(bad(
             field,
             "must be a non-empty string of at most 256 characters",
@@ -135,7 +135,8 @@ fn parse_issue(body: &Value, now: u64) -> Result<IssueRequest, ApiError> {
     let revocable = opt_bool(body, "revocable")?;
     let nbf = opt_u64(body, "nbf")?.unwrap_or(now);
     let start = nbf.max(now);
-    let exp = opt_u64(body, "exp")?.unwrap_or(start + DEFAULT_LIFETIME);
+    // Saturating: a start near the end of time must not overflow (it is refused below).
+    let exp = opt_u64(body, "exp")?.unwrap_or(start.saturating_add(DEFAULT_LIFETIME));
     if exp <= now || exp <= nbf {
         return Err(bad("exp", "must be in the future and after nbf"));
     }

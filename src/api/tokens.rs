@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::audit::audit;
 use super::users::target_user;
-use super::{caller_org, read_json, RequestCtx};
+use super::{caller_org, read_optional_object, RequestCtx};
 use crate::error::{json_response, ApiError, LocalBody};
 use crate::reason::Reason;
 use crate::state::AppState;
@@ -17,8 +17,21 @@ pub async fn issue_token(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
-    let body = read_json(state, req).await.unwrap_or(Value::Null);
-    let named = body.get("userId").and_then(Value::as_str);
+    // No body asks for the caller's own token; a body must say what it means.
+    let body = read_optional_object(state, req)
+        .await?
+        .unwrap_or_else(|| json!({}));
+    let named = match body.get("userId") {
+        None => None,
+        Some(Value::String(id)) if !id.is_empty() => Some(id.as_str()),
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                Reason::InvalidParameter,
+                "userId",
+                "must be a non-empty string",
+            ))
+        }
+    };
     let user = match (named, ctx.caller.user_id.as_deref()) {
         // Oneself: every role may.
         (None, Some(me)) => {

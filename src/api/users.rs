@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use super::audit::audit;
 use super::permissions::{role_json, valid_role};
 use super::receipt;
-use super::{caller_org, query_param, read_json, RequestCtx};
+use super::{aliased_field, caller_org, query_param, read_json, RequestCtx};
 use crate::error::{json_response, ApiError, LocalBody};
 use crate::reason::Reason;
 use crate::state::AppState;
@@ -51,13 +51,7 @@ pub async fn target_user(
     body: &Value,
     action: &str,
 ) -> Result<User, ApiError> {
-    let id = body
-        .get("userId")
-        .or_else(|| body.get("id"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::bad_param(Reason::MissingParameter, "userId", "Parameter required")
-        })?;
+    let id = aliased_field(body, "userId", "id")?;
     let own = caller_org(ctx)?;
     let user = state.store.user(id).await?;
     // An unknown id is judged in the caller's own organisation: allowed callers
@@ -69,13 +63,7 @@ pub async fn target_user(
 
 /// The role a body names, as `permission` (the platform's word) or `role`.
 pub fn role_field(body: &Value) -> Result<String, ApiError> {
-    body.get("permission")
-        .or_else(|| body.get("role"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::bad_param(Reason::MissingParameter, "permission", "Parameter required")
-        })
+    aliased_field(body, "permission", "role").map(str::to_owned)
 }
 
 pub async fn list(

@@ -7,6 +7,7 @@ mod support;
 
 mod architecture;
 mod cli;
+mod dashboard;
 mod deploy;
 mod forward_auth;
 mod hostile;

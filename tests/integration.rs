@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod browser;
 mod cli;
 mod dashboard;
 mod deploy;

@@ -27,7 +27,7 @@ export async function overviewView(ctx) {
   parts.push(h('h2', null, `${users.length} ${users.length === 1 ? 'user' : 'users'}, by role`));
   parts.push(h('div', { class: 'cards' }, [...counts].map(([name, n]) => {
     const meta = ctx.catalogue.find((r) => r.name === name);
-    return h('a', { class: 'card', href: `#/users?role=${encodeURIComponent(name)}`, 'aria-label': `${n} ${name}: show them` },
+    return h('a', { class: 'card', href: `#/users?role=${encodeURIComponent(name)}` },
       h('span', { class: 'count' }, String(n)), roleBadge(name),
       meta && meta.title ? h('span', { class: 'muted' }, ` ${meta.title}`) : null);
   })));

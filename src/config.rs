@@ -48,9 +48,10 @@ pub const DEFAULT_INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
 /// A password-reset link is handed over by an admin in person or by chat, so
 /// it need not live long: one hour.
 pub const DEFAULT_PASSWORD_RESET_TTL_SECS: u64 = 3600;
-/// Where the dashboard is served. An underscore-led first segment is one no
+/// Where the dashboard is served: in rolegate's own namespace `/_rolegate/`
+/// (beside the forward-auth path), whose underscore-led first segment no
 /// stream-platform API path uses, so it cannot shadow an upstream route.
-pub const DEFAULT_DASHBOARD_PREFIX: &str = "/_rolegate";
+pub const DEFAULT_DASHBOARD_PREFIX: &str = "/_rolegate/dashboard";
 /// Shortest master secret accepted (256 bits).
 pub const MIN_MASTER_SECRET_LEN: usize = 32;
 
@@ -636,7 +637,7 @@ fn proxy_behaviour(
     })
 }
 
-/// The dashboard's prefix: default `/_rolegate`, `""` for none. A trailing
+/// The dashboard's prefix: default `/_rolegate/dashboard`, `""` for none. A trailing
 /// `/` is dropped; a prefix that overlaps the playback prefix is refused,
 /// since one of the two would shadow the other.
 fn dashboard_prefix(
@@ -655,7 +656,7 @@ fn dashboard_prefix(
     if !p.starts_with('/') || p.len() < 2 || !p.chars().all(safe) || p.contains("//") {
         return Err(invalid(
             "dashboard_prefix",
-            format!("`{raw}` must be a path like /_rolegate (letters, digits, `/_-.~`), or \"\" for no dashboard"),
+            format!("`{raw}` must be a path like /_rolegate/dashboard (letters, digits, `/_-.~`), or \"\" for no dashboard"),
         ));
     }
     if p.split('/').any(|seg| seg == "." || seg == "..") {

@@ -175,7 +175,7 @@ async fn the_dashboard_end_to_end_in_a_real_browser() {
     let _operator = with_password(&sc, &org, "operator@acme.test", "nanoUser").await;
     let _observer = with_password(&sc, &org, "observer@acme.test", "nanoReadOnly").await;
     let evil = sc.user(&org, EVIL_EMAIL, "streamWatcher").await;
-    let page = format!("{}/_rolegate/index.html", sc.base);
+    let page = format!("{}/_rolegate/dashboard/index.html", sc.base);
     let shots = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::support::repo().join("target"))

@@ -42,15 +42,15 @@ fn assert_secure(r: &crate::support::Reply, what: &str) {
 async fn every_dashboard_answer_carries_the_csp_and_nothing_under_the_prefix_is_forwarded() {
     let echo = Echo::start().await;
     let sc = Sidecar::start(&echo).await;
-    let r = sc.send("GET", "/_rolegate", &[], None).await;
+    let r = sc.send("GET", "/_rolegate/dashboard", &[], None).await;
     assert_eq!(r.status, 302);
-    assert_eq!(r.headers["location"], "/_rolegate/index.html");
+    assert_eq!(r.headers["location"], "/_rolegate/dashboard/index.html");
     assert_secure(&r, "redirect");
-    let r = sc.send("GET", "/_rolegate/", &[], None).await;
+    let r = sc.send("GET", "/_rolegate/dashboard/", &[], None).await;
     assert_eq!(r.status, 302);
     for asset in ASSETS {
         let r = sc
-            .send("GET", &format!("/_rolegate/{asset}"), &[], None)
+            .send("GET", &format!("/_rolegate/dashboard/{asset}"), &[], None)
             .await;
         assert_eq!(r.status, 200, "{asset}");
         assert_secure(&r, asset);
@@ -68,7 +68,9 @@ async fn every_dashboard_answer_carries_the_csp_and_nothing_under_the_prefix_is_
             }
         }
     }
-    let index = sc.send("GET", "/_rolegate/index.html", &[], None).await;
+    let index = sc
+        .send("GET", "/_rolegate/dashboard/index.html", &[], None)
+        .await;
     assert!(index
         .body
         .contains("<script type=\"module\" src=\"js/app.js\"></script>"));
@@ -76,9 +78,9 @@ async fn every_dashboard_answer_carries_the_csp_and_nothing_under_the_prefix_is_
     assert!(!index.body.contains("style="), "no inline style");
     // Unknown files, other methods, encoded tricks: answered here, not upstream.
     for (method, path, status) in [
-        ("GET", "/_rolegate/nope.js", 404),
-        ("POST", "/_rolegate/index.html", 405),
-        ("DELETE", "/_rolegate/index.html", 405),
+        ("GET", "/_rolegate/dashboard/nope.js", 404),
+        ("POST", "/_rolegate/dashboard/index.html", 405),
+        ("DELETE", "/_rolegate/dashboard/index.html", 405),
     ] {
         let r = sc.send(method, path, &[], None).await;
         assert_eq!(r.status, status, "{method} {path}");
@@ -90,7 +92,10 @@ async fn every_dashboard_answer_carries_the_csp_and_nothing_under_the_prefix_is_
         "nothing under the prefix reached the upstream"
     );
     // Leaving the prefix by dot segments lands on the ordinary, decided path.
-    for path in ["/_rolegate/../stream", "/_rolegate/js/../../stream"] {
+    for path in [
+        "/_rolegate/dashboard/../../stream",
+        "/_rolegate/dashboard/js/../../../stream",
+    ] {
         let r = sc.send("GET", path, &[], None).await;
         assert_eq!(r.status, 401, "{path}");
         assert!(r.headers.get("content-security-policy").is_none());
@@ -98,7 +103,7 @@ async fn every_dashboard_answer_carries_the_csp_and_nothing_under_the_prefix_is_
     assert_eq!(echo.count(), 0);
     // The dashboard sees to its own files only: no credential is read there,
     // and an upstream path next to the prefix is still decided.
-    let r = sc.send("GET", "/_rolegatex", &[], None).await;
+    let r = sc.send("GET", "/_rolegate/dashboardx", &[], None).await;
     assert_eq!(r.status, 403, "no route: denied, {}", r.body);
 }
 
@@ -111,7 +116,9 @@ async fn the_dashboard_can_be_switched_off_and_moved() {
         ..Default::default()
     })
     .await;
-    let r = off.send("GET", "/_rolegate/index.html", &[], None).await;
+    let r = off
+        .send("GET", "/_rolegate/dashboard/index.html", &[], None)
+        .await;
     assert_eq!(r.status, 403, "an ordinary request: no route, denied");
     assert!(r.headers.get("content-security-policy").is_none());
     let moved = Sidecar::with(Options {
@@ -152,7 +159,7 @@ fn a_bad_or_overlapping_prefix_stops_start_up_naming_the_setting() {
         rolegate::config::Settings::resolve(&overrides, &env, false)
     };
     let ok = resolve(base.clone()).unwrap();
-    assert_eq!(ok.dashboard_prefix.as_deref(), Some("/_rolegate"));
+    assert_eq!(ok.dashboard_prefix.as_deref(), Some("/_rolegate/dashboard"));
     for (value, extra) in [
         ("stream", ""),
         ("/a b", ""),
@@ -351,4 +358,63 @@ async fn the_playground_answers_as_rolegate_explain_for_admins_only() {
         )
         .await;
     assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn a_route_under_the_dashboard_prefix_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    crate::support::copy_dir(&crate::support::repo().join("policies"), &policies);
+    crate::support::copy_dir(
+        &crate::support::repo().join("schema"),
+        &dir.path().join("schema"),
+    );
+    let mut routes = std::fs::read_to_string(policies.join("routes.toml")).unwrap();
+    routes.push_str(
+        "\n[[route]]\nmethod = \"GET\"\npath = \"/_rolegate/dashboard/streams\"\naction = \"listStreams\"\nresource = \"OrgResource::streams\"\nhandler = \"upstream\"\n",
+    );
+    std::fs::write(policies.join("routes.toml"), routes).unwrap();
+    std::fs::write(
+        dir.path().join("master.secret"),
+        crate::support::MASTER_SECRET,
+    )
+    .unwrap();
+    let config = dir.path().join("rolegate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "master_secret_file = \"master.secret\"\npolicies_dir = \"policies\"\nschema_dir = \"schema\"\nstore = \"{}\"\n",
+            dir.path().join("rolegate.db").display()
+        ),
+    )
+    .unwrap();
+    let overrides = rolegate::config::Overrides {
+        config: Some(config),
+        ..Default::default()
+    };
+    let env: std::collections::HashMap<String, String> = Default::default();
+    let settings = rolegate::config::Settings::resolve(&overrides, &env, false).unwrap();
+    let e = match rolegate::app::build(settings).await {
+        Ok(_) => panic!("a hidden route must stop start-up"),
+        Err(e) => e,
+    };
+    assert!(
+        e.to_string()
+            .contains("hides the route `GET /_rolegate/dashboard/streams`"),
+        "{e}"
+    );
+    // The forward-auth path cannot be hidden either.
+    crate::support::copy_dir(&crate::support::repo().join("policies"), &policies);
+    let text = std::fs::read_to_string(overrides.config.as_ref().unwrap()).unwrap();
+    std::fs::write(
+        overrides.config.as_ref().unwrap(),
+        format!("{text}dashboard_prefix = \"/_rolegate\"\n"),
+    )
+    .unwrap();
+    let settings = rolegate::config::Settings::resolve(&overrides, &env, false).unwrap();
+    let e = match rolegate::app::build(settings).await {
+        Ok(_) => panic!("hiding forward-auth must stop start-up"),
+        Err(e) => e,
+    };
+    assert!(e.to_string().contains("/_rolegate/forward-auth"), "{e}");
 }

@@ -483,7 +483,7 @@ async fn replicas_starting_at_once_migrate_the_schema_exactly_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     drop(client);
     let _ = task.await;
 }

@@ -1,5 +1,5 @@
 //! The user-management dashboard: static pages served by rolegate itself under
-//! the `dashboard_prefix` setting (default `/_rolegate`), from assets compiled
+//! the `dashboard_prefix` setting (default `/_rolegate/dashboard`), from assets compiled
 //! into the binary (no build step, no CDN, no file read at run time).
 //!
 //! The pages hold no authority of their own: they call the management API

@@ -113,7 +113,8 @@ window.addEventListener('hashchange', safeRoute);
 window.addEventListener('rolegate:signed-out', () => {
   announce('Your session ended: sign in again.');
   sessionStorage.setItem('rolegate.ended', '1');
-  window.location.hash = '#/login';
-  safeRoute();
+  // Changing the hash renders the sign-in page; if it is already there, render it again.
+  if (window.location.hash === '#/login') safeRoute();
+  else window.location.hash = '#/login';
 });
 safeRoute();

@@ -197,7 +197,17 @@ async fn the_dashboard_end_to_end_in_a_real_browser() {
     b.wait("//h1[normalize-space()='Sign in to User Management']")
         .await;
     s.screen("login").await;
-    s.sign_in("admin@acme.test", PASSWORD).await;
+    // By keyboard alone: the heading has focus, Tab reaches the fields, Enter submits.
+    const TAB: &str = "\u{E004}";
+    const ENTER: &str = "\u{E007}";
+    const ESCAPE: &str = "\u{E00C}";
+    assert_eq!(b.focused("el.tagName").await, "H1");
+    b.press(TAB).await;
+    assert_eq!(b.focused("el.type").await, "email");
+    b.press(&format!("admin@acme.test{TAB}{PASSWORD}{ENTER}"))
+        .await;
+    b.wait("//h1[normalize-space()='Organisation overview']")
+        .await;
     // Users per role, from the live catalogue (the custom role included).
     b.wait("//h2[normalize-space()='4 users, by role']").await;
     b.wait("//a[@href='#/users?role=streamWatcher']/span[@class='count'][.='1']")
@@ -226,6 +236,22 @@ async fn the_dashboard_end_to_end_in_a_real_browser() {
     b.wait("//p[normalize-space()='4 of 4 users shown']").await;
     b.fill("Search by email", "observer").await;
     b.wait("//p[normalize-space()='1 of 4 users shown']").await;
+    // A dialog by keyboard: Enter opens it with focus inside, Escape closes it
+    // and gives focus back to the button that opened it.
+    let reset = b
+        .wait("//button[@aria-label='Reset User Token of observer@acme.test']")
+        .await;
+    b.execute("arguments[0].focus()", json!([reset.arg()]))
+        .await;
+    b.press(ENTER).await;
+    b.wait("//dialog[@open]").await;
+    assert_eq!(b.focused("el.closest('dialog') !== null").await, true);
+    b.press(ESCAPE).await;
+    b.wait_gone("//dialog").await;
+    assert_eq!(
+        b.focused("el.getAttribute('aria-label')").await,
+        "Reset User Token of observer@acme.test"
+    );
 
     // The custom role's description, as text, on that user's page.
     b.goto(&format!("{}#/users/{}", s.page, evil.id)).await;

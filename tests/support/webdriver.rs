@@ -15,7 +15,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-pub const WAIT: Duration = Duration::from_secs(15);
+// Generous: CI runs this beside the other tests on two cores.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// chromedriver and one browser session; both end on drop.
 pub struct Browser {
@@ -270,6 +271,32 @@ impl Browser {
             .unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
+    }
+
+    /// Press keys as a keyboard would: each character of `keys` down and up
+    /// in turn (WebDriver key codes such as `\u{E004}` Tab, `\u{E007}` Enter,
+    /// `\u{E00C}` Escape included), to whatever has focus.
+    pub async fn press(&self, keys: &str) {
+        let mut actions = Vec::new();
+        for c in keys.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    /// What has focus, described by a script expression on `el` (e.g. `el.type`).
+    pub async fn focused(&self, describe: &str) -> Value {
+        self.execute(
+            &format!("const el = document.activeElement; return {describe};"),
+            json!([]),
+        )
+        .await
     }
 
     pub async fn set_script_timeout(&self, ms: u64) {

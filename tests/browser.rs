@@ -540,7 +540,30 @@ async fn the_dashboard_end_to_end_in_a_real_browser() {
         .await;
     s.screen("users-phone").await;
     b.set_size(1280, 900).await;
-    s.sign_out().await;
+    // The page's token dies (its tokenKey renewed elsewhere): the next call
+    // is a 401, the token is forgotten and the sign-in page says why.
+    let own = s.page_token().await;
+    let r = s
+        .api(
+            "PUT",
+            "/user/tokenkey",
+            &own,
+            Some(json!({"userId": admin.id})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    b.click_on("//nav//a[normalize-space()='Audit']").await;
+    b.wait("//div[contains(normalize-space(),'Your session ended')]")
+        .await;
+    b.wait("//h1[normalize-space()='Sign in to User Management']")
+        .await;
+    let kept = b
+        .execute(
+            "return sessionStorage.getItem('rolegate.session')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(kept, Value::Null, "the dead token is forgotten");
 
     // --- a nanoReadOnly session: told why, offered nothing it may not use ---------------------------
     s.sign_in("observer@acme.test", PASSWORD).await;

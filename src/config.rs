@@ -52,6 +52,12 @@ pub const DEFAULT_PASSWORD_RESET_TTL_SECS: u64 = 3600;
 /// (beside the forward-auth path), whose underscore-led first segment no
 /// stream-platform API path uses, so it cannot shadow an upstream route.
 pub const DEFAULT_DASHBOARD_PREFIX: &str = "/_rolegate/dashboard";
+/// The change log is read this often without a doorbell: a change made from
+/// the CLI or another process bites within it (target: 1 s).
+pub const DEFAULT_CHANGE_POLL_MS: u64 = 250;
+/// A replica that has not confirmed it is caught up with the change log for
+/// this long stops answering from its cache (every lookup reads the store).
+pub const DEFAULT_MAX_CHANGE_LAG_SECS: u64 = 10;
 /// Shortest master secret accepted (256 bits).
 pub const MIN_MASTER_SECRET_LEN: usize = 32;
 
@@ -134,6 +140,9 @@ pub struct FileConfig {
     pub dashboard_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: Option<bool>,
+    pub change_poll_ms: Option<u64>,
+    pub max_change_lag_secs: Option<u64>,
+    pub replica_id: Option<String>,
 }
 
 /// Validated settings. `Debug` is written out by hand: the master secret
@@ -171,6 +180,14 @@ pub struct Settings {
     pub dashboard_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: bool,
+    /// How often the change log is read when no doorbell rang: the bound on
+    /// how long a change made elsewhere can go unseen (`store::changelog`).
+    pub change_poll: Duration,
+    /// Past this lag behind the change log, cached answers are not used.
+    pub max_change_lag: Duration,
+    /// This replica's name in heartbeats and receipts; `None`: the host name
+    /// and the data listener's bound port (`app::start`).
+    pub replica_id: Option<String>,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -205,6 +222,9 @@ impl std::fmt::Debug for Settings {
             dashboard_prefix,
             shadow_policies_dir,
             forward_credentials,
+            change_poll,
+            max_change_lag,
+            replica_id,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -232,6 +252,9 @@ impl std::fmt::Debug for Settings {
             .field("password_reset_ttl", password_reset_ttl)
             .field("playback_prefix", playback_prefix)
             .field("dashboard_prefix", dashboard_prefix)
+            .field("change_poll", change_poll)
+            .field("max_change_lag", max_change_lag)
+            .field("replica_id", replica_id)
             .field("shadow_policies_dir", shadow_policies_dir)
             .field("forward_credentials", forward_credentials)
             .finish()
@@ -553,6 +576,50 @@ fn cache(file: &FileConfig) -> Result<Cache, ConfigError> {
     })
 }
 
+/// Following the change log (`store::changelog`).
+struct ChangeLog {
+    poll: Duration,
+    max_lag: Duration,
+    replica_id: Option<String>,
+}
+
+fn change_log(file: &FileConfig) -> Result<ChangeLog, ConfigError> {
+    let poll_ms = file.change_poll_ms.unwrap_or(DEFAULT_CHANGE_POLL_MS);
+    if !(10..=10_000).contains(&poll_ms) {
+        return Err(invalid(
+            "change_poll_ms",
+            "must be between 10 and 10000 (milliseconds)",
+        ));
+    }
+    let poll = Duration::from_millis(poll_ms);
+    let max_lag = secs(
+        "max_change_lag_secs",
+        file.max_change_lag_secs,
+        DEFAULT_MAX_CHANGE_LAG_SECS,
+        1,
+    )?;
+    if max_lag < poll * 2 {
+        return Err(invalid(
+            "max_change_lag_secs",
+            "must be at least two change_poll_ms intervals",
+        ));
+    }
+    let replica_id = file.replica_id.clone();
+    if let Some(id) = &replica_id {
+        if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+            return Err(invalid(
+                "replica_id",
+                "must be 1 to 200 printable characters",
+            ));
+        }
+    }
+    Ok(ChangeLog {
+        poll,
+        max_lag,
+        replica_id,
+    })
+}
+
 /// How the proxy behaves: whom it trusts, how it runs, forwards and drains.
 struct ProxyBehaviour {
     trusted_proxies: Vec<IpNet>,
@@ -701,6 +768,7 @@ impl Settings {
         let tokens = tokens(&file)?;
         let cache = cache(&file)?;
         let proxy = proxy_behaviour(o, &file, base)?;
+        let change_log = change_log(&file)?;
 
         Ok(Settings {
             listen,
@@ -730,6 +798,9 @@ impl Settings {
             dashboard_prefix: proxy.dashboard_prefix,
             shadow_policies_dir: proxy.shadow_policies_dir,
             forward_credentials: proxy.forward_credentials,
+            change_poll: change_log.poll,
+            max_change_lag: change_log.max_lag,
+            replica_id: change_log.replica_id,
         })
     }
 

@@ -68,6 +68,14 @@ pub struct Metrics {
     pub policy_version: Gauge,
     pub store_notifications: Counter,
     pub cache_resyncs: Counter,
+    /// Change-log entries this replica applied to its caches.
+    pub changes_applied: Counter,
+    /// The change-log position this replica has applied.
+    pub change_log_applied: Gauge,
+    /// Seconds since this replica last confirmed it had applied the whole log.
+    pub change_log_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Whole-cache clears because the lag passed `max_change_lag_secs`.
+    pub stale_cache_clears: Counter,
 }
 
 fn stage_histogram() -> Histogram {
@@ -118,6 +126,10 @@ impl Metrics {
             policy_version: Gauge::default(),
             store_notifications: Counter::default(),
             cache_resyncs: Counter::default(),
+            changes_applied: Counter::default(),
+            change_log_applied: Gauge::default(),
+            change_log_lag_seconds: Gauge::default(),
+            stale_cache_clears: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,13 +185,33 @@ impl Metrics {
         );
         registry.register(
             "store_notifications",
-            "Change notifications received from the store",
+            "Change notifications (doorbells) heard from the store: a change was logged, read the log now",
             m.store_notifications.clone(),
         );
         registry.register(
             "cache_resyncs",
-            "Whole-cache clears because store changes may have been missed (listener reconnected, or fell behind)",
+            "Whole-cache clears because the change log was pruned past this replica's position",
             m.cache_resyncs.clone(),
+        );
+        registry.register(
+            "changes_applied",
+            "Change-log entries applied to this replica's caches",
+            m.changes_applied.clone(),
+        );
+        registry.register(
+            "change_log_applied",
+            "The change-log position this replica has applied",
+            m.change_log_applied.clone(),
+        );
+        registry.register(
+            "change_log_lag_seconds",
+            "Seconds since this replica last confirmed it had applied the whole change log",
+            m.change_log_lag_seconds.clone(),
+        );
+        registry.register(
+            "stale_cache_clears",
+            "Whole-cache clears because the change-log lag passed max_change_lag_secs",
+            m.stale_cache_clears.clone(),
         );
         Metrics { registry, ..m }
     }

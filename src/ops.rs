@@ -22,6 +22,32 @@ async fn store_health(state: &AppState) -> Result<(), String> {
     }
 }
 
+/// This replica's place in the change log, and every replica's last heartbeat.
+async fn change_log_status(state: &AppState) -> serde_json::Value {
+    use crate::store::changelog::LIVE_MS;
+    let now = crate::clock::unix_now_ms();
+    let progress = &state.follower;
+    let replicas = match state.store.replicas().await {
+        Ok(beats) => json!(beats
+            .into_iter()
+            .map(|b| json!({
+                "id": b.id,
+                "applied": b.applied,
+                "heartbeat_age_ms": now - b.seen_at_ms,
+                "live": now - b.seen_at_ms < LIVE_MS,
+            }))
+            .collect::<Vec<_>>()),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    json!({
+        "replica_id": progress.replica_id(),
+        "applied": progress.applied(),
+        "head": progress.head(),
+        "lag_seconds": progress.lag_ms(now) as f64 / 1000.0,
+        "replicas": replicas,
+    })
+}
+
 pub async fn route(state: &AppState, req: Request<Incoming>) -> Response<LocalBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => json_response(StatusCode::OK, &json!({"status": "live"})),
@@ -77,6 +103,7 @@ pub async fn route(state: &AppState, req: Request<Incoming>) -> Response<LocalBo
                         "error": store.err(),
                     },
                     "cache": { "users": state.cache.len() },
+                    "change_log": change_log_status(state).await,
                 }),
             )
         }

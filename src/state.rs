@@ -32,6 +32,8 @@ pub struct AppState {
     ready: AtomicBool,
     request_seq: AtomicU64,
     request_prefix: u32,
+    /// Where this replica is in the store's change log (`app::follower`).
+    pub follower: Arc<crate::store::changelog::FollowerProgress>,
     /// The last reload error, for `/status`.
     pub last_reload_error: std::sync::Mutex<Option<String>>,
 }
@@ -73,6 +75,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
+            follower: Arc::default(),
             last_reload_error: std::sync::Mutex::new(None),
         })
     }

@@ -7,6 +7,7 @@ mod support;
 
 mod architecture;
 mod browser;
+mod changelog;
 mod cli;
 mod dashboard;
 mod deploy;

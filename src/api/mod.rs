@@ -10,6 +10,7 @@ pub mod organisation;
 pub mod passwords;
 pub mod permissions;
 pub mod playback;
+pub mod receipt;
 pub mod tokens;
 pub mod users;
 
@@ -125,7 +126,7 @@ pub async fn dispatch(
         Endpoint::UsersGet => users::get(state, ctx).await,
         Endpoint::UsersRole => users::change_role(state, ctx, req).await,
         Endpoint::UsersTokenKey => users::renew(state, ctx, req).await,
-        Endpoint::UsersDelete => users::delete(state, ctx).await,
+        Endpoint::UsersDelete => users::delete(state, ctx, req).await,
         Endpoint::TokensIssue => tokens::issue_token(state, ctx, req).await,
         Endpoint::PermissionsGet => permissions::get(ctx, &req),
         Endpoint::PermissionsList => Ok(permissions::list(ctx)),

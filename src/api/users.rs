@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::audit::audit;
 use super::permissions::{role_json, valid_role};
+use super::receipt;
 use super::{caller_org, query_param, read_json, RequestCtx};
 use crate::error::{json_response, ApiError, LocalBody};
 use crate::reason::Reason;
@@ -109,6 +110,7 @@ pub async fn change_role(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
+    let wait = receipt::wait_param(&req)?;
     let body = read_json(state, req).await?;
     let role = role_field(&body)?;
     valid_role(&ctx.snapshot, &role)?;
@@ -130,10 +132,7 @@ pub async fn change_role(
                 &format!("{} -> {}", user.role, role),
             )
             .await;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "data": user_json(&u) }),
-            ))
+            Ok(changed(json!({ "data": user_json(&u) }), state, wait).await)
         }
         Err(e) => {
             audit(
@@ -155,6 +154,7 @@ pub async fn renew(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<LocalBody>, ApiError> {
+    let wait = receipt::wait_param(&req)?;
     let body = read_json(state, req).await?;
     let user = target_user(state, ctx, &body, "resetUserToken").await?;
     let result = state
@@ -164,13 +164,15 @@ pub async fn renew(
     state.cache.invalidate_user(&user.id);
     let u = result?;
     audit(state, ctx, "resetUserToken", &u.id, "ok", "").await;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": user_json(&u) }),
-    ))
+    Ok(changed(json!({ "data": user_json(&u) }), state, wait).await)
 }
 
-pub async fn delete(state: &AppState, ctx: &RequestCtx) -> Result<Response<LocalBody>, ApiError> {
+pub async fn delete(
+    state: &AppState,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<LocalBody>, ApiError> {
+    let wait = receipt::wait_param(&req)?;
     // The route already decided `deleteUser` on this user (in their organisation).
     let id = ctx.param("id").unwrap_or("").to_owned();
     let result = state.store.delete_user(&id).await;
@@ -178,10 +180,12 @@ pub async fn delete(state: &AppState, ctx: &RequestCtx) -> Result<Response<Local
     match result {
         Ok(u) => {
             audit(state, ctx, "deleteUser", &u.id, "ok", &u.role).await;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "data": { "id": u.id, "deleted": true } }),
-            ))
+            Ok(changed(
+                json!({ "data": { "id": u.id, "deleted": true } }),
+                state,
+                wait,
+            )
+            .await)
         }
         Err(e) => {
             if !matches!(e, StoreError::NotFound(_)) {
@@ -190,4 +194,16 @@ pub async fn delete(state: &AppState, ctx: &RequestCtx) -> Result<Response<Local
             Err(e.into())
         }
     }
+}
+
+/// The 200 answer to a change, with its receipt when one was asked for.
+async fn changed(
+    mut body: Value,
+    state: &AppState,
+    wait: Option<std::time::Duration>,
+) -> Response<LocalBody> {
+    if let Some(r) = receipt::after_change(state, wait).await {
+        body["propagation"] = r;
+    }
+    json_response(StatusCode::OK, &body)
 }

@@ -5,7 +5,7 @@
 
 pub mod allocator;
 mod data;
-pub mod invalidation;
+pub mod follower;
 mod listener;
 pub mod reload;
 
@@ -208,6 +208,16 @@ fn ops_thread_error(source: std::io::Error) -> StartError {
     }
 }
 
+/// The machine's (in Kubernetes: the pod's) host name, for the default replica id.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rolegate".to_owned())
+}
+
 /// Bind both listeners and start serving. Readiness is set once everything is up.
 pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     let upstream = match &state.settings.upstream {
@@ -264,14 +274,21 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     tasks.push(spawn_ops_thread(state.clone(), ops, rx.clone())?);
     let s = state.clone();
     tasks.push(tokio::spawn(reload::watch(s, rx.clone())));
-    if let Some(changes) = state.store.subscribe() {
-        tasks.push(tokio::spawn(invalidation::follow(
-            state.cache.clone(),
-            state.metrics.clone(),
-            changes,
-            rx.clone(),
-        )));
-    }
+    let follower = follower::Follower {
+        store: state.store.clone(),
+        cache: state.cache.clone(),
+        metrics: state.metrics.clone(),
+        progress: state.follower.clone(),
+        replica_id: state
+            .settings
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", host_name(), data_addr.port())),
+        poll: state.settings.change_poll,
+        max_lag: state.settings.max_change_lag,
+    };
+    let position = follower.start_position().await;
+    tasks.push(tokio::spawn(follower.run(position, rx.clone())));
 
     if state.settings.passthrough {
         tracing::warn!(

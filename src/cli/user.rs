@@ -21,6 +21,10 @@ pub enum UserCommand {
     List(ListArgs),
     /// Renew a user's tokenKey: every API token of that user stops working
     Rotate(RotateArgs),
+    /// Change a user's role (renews their tokenKey: their API tokens stop working)
+    Role(RoleArgs),
+    /// Delete a user: their API tokens stop working (playback tokens live until they expire)
+    Delete(RotateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +78,30 @@ pub struct RotateArgs {
     #[arg(long, value_name = "ID_OR_EMAIL")]
     pub user: String,
     #[command(flatten)]
+    pub receipt: ReceiptArgs,
+    #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    /// The user: an email address (contains `@`) or a user id
+    #[arg(long, value_name = "ID_OR_EMAIL")]
+    pub user: String,
+    /// The new role: nanoAdmin, nanoUser, nanoReadOnly or a custom role of policies/roles.toml
+    #[arg(long)]
+    pub role: String,
+    #[command(flatten)]
+    pub receipt: ReceiptArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptArgs {
+    /// Seconds to wait for every live replica to apply the change (0: do not wait)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub wait: f64,
 }
 
 impl UserCommand {
@@ -83,7 +110,8 @@ impl UserCommand {
             UserCommand::Add(a) => &a.store,
             UserCommand::AddMany(a) => &a.store,
             UserCommand::List(a) => &a.store,
-            UserCommand::Rotate(a) => &a.store,
+            UserCommand::Rotate(a) | UserCommand::Delete(a) => &a.store,
+            UserCommand::Role(a) => &a.store,
         }
     }
 }
@@ -108,8 +136,71 @@ async fn user(settings: Settings, cmd: &UserCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        UserCommand::Rotate(a) => rotate(&store, &a.user).await,
+        UserCommand::Rotate(a) => {
+            rotate(&store, &a.user).await?;
+            print_receipt(&store, &a.receipt).await
+        }
+        UserCommand::Role(a) => {
+            known_role(&settings, &a.role)?;
+            let found = find_user(&store, &a.user).await?;
+            let u = store
+                .set_role(&found.id, &a.role, &store::random_key())
+                .await?;
+            cli_audit(
+                &store,
+                &u,
+                "editUserRole",
+                &format!("{} -> {}", found.role, u.role),
+            )
+            .await;
+            eprintln!(
+                "{} ({}) is now {}: earlier API tokens no longer work",
+                u.id, u.email, u.role
+            );
+            print_receipt(&store, &a.receipt).await
+        }
+        UserCommand::Delete(a) => {
+            let found = find_user(&store, &a.user).await?;
+            let u = store.delete_user(&found.id).await?;
+            cli_audit(&store, &u, "deleteUser", &u.role).await;
+            eprintln!(
+                "deleted {} ({}): API tokens no longer work; playback tokens live until they expire",
+                u.id, u.email
+            );
+            print_receipt(&store, &a.receipt).await
+        }
     }
+}
+
+/// Wait for the running replicas to apply the change just written, and say
+/// how that went (to stderr, like every other message of these commands).
+async fn print_receipt(store: &SharedStore, a: &ReceiptArgs) -> Result<(), CliError> {
+    if a.wait.is_nan() || a.wait <= 0.0 {
+        return Ok(());
+    }
+    let wait = std::time::Duration::from_secs_f64(a.wait.min(3600.0));
+    let seq = store::changelog::head(store).await?;
+    let r = store::changelog::wait_for_replicas(store, seq, wait).await?;
+    let live = r.acknowledged.len() + r.pending.len();
+    if live == 0 {
+        eprintln!("no replica is running: each applies the change when it starts");
+    } else if r.complete {
+        eprintln!(
+            "applied by all {live} live replicas in {} ms: {}",
+            r.elapsed_ms,
+            r.acknowledged.join(", ")
+        );
+    } else {
+        eprintln!(
+            "applied by {} of {live} live replicas within {} ms; not yet by: {}\n\
+             (a replica that stays behind stops answering from its cache once its lag \
+             passes max_change_lag_secs)",
+            r.acknowledged.len(),
+            r.elapsed_ms,
+            r.pending.join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn add(settings: &Settings, store: &SharedStore, a: &AddArgs) -> Result<(), CliError> {
@@ -171,27 +262,32 @@ async fn add_many(
     Ok(())
 }
 
-async fn rotate(store: &SharedStore, name: &str) -> Result<(), CliError> {
-    let found = find_user(store, name).await?;
-    let u = store.set_token_key(&found.id, &store::random_key()).await?;
-    // The audit rule of every writer: the renewal stands even if its record
-    // cannot be written (it is logged in full instead; see `api::audit`).
+/// Audit a change made from the command line. The audit rule of every
+/// writer: the change stands even if its record cannot be written (it is
+/// logged in full instead; see `api::audit`).
+async fn cli_audit(store: &SharedStore, u: &User, action: &str, detail: &str) {
     let written = store::audit::write(
         store.as_ref(),
         store::NewAudit {
             org_id: u.org_id.clone(),
             actor: "cli".to_owned(),
-            action: "resetUserToken".to_owned(),
+            action: action.to_owned(),
             target: u.id.clone(),
             outcome: "ok".to_owned(),
             request_id: String::new(),
-            detail: String::new(),
+            detail: detail.to_owned(),
         },
     )
     .await;
     if !written {
-        eprintln!("rolegate: warning: the audit record of this renewal could not be written");
+        eprintln!("rolegate: warning: the audit record of this change could not be written");
     }
+}
+
+async fn rotate(store: &SharedStore, name: &str) -> Result<(), CliError> {
+    let found = find_user(store, name).await?;
+    let u = store.set_token_key(&found.id, &store::random_key()).await?;
+    cli_audit(store, &u, "resetUserToken", "").await;
     eprintln!(
         "renewed the tokenKey of {} ({}): earlier API tokens no longer work",
         u.id, u.email

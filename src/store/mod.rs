@@ -8,6 +8,7 @@
 //! (`Store::subscribe`).
 
 pub mod audit;
+pub mod changelog;
 pub mod postgres;
 pub mod sqlite;
 
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
+
+pub use changelog::{ChangePage, LoggedChange, ReplicaBeat};
 use time::OffsetDateTime;
 
 // Clone: one failed read is handed to every request waiting on it (`single_flight`).
@@ -230,8 +233,9 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Cheap round trip used by readiness.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Changes made through other replicas, for cache invalidation. `None`: the
-    /// store is not shared between processes that cache (the embedded file).
+    /// The doorbell: rings when a change was logged anywhere, so followers
+    /// read the log at once instead of at their next poll. `None`: the store
+    /// has none (the embedded file; its followers rely on the poll).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
     }
@@ -324,6 +328,18 @@ pub trait Store: Send + Sync + 'static {
         org_id: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    // --- the change log (see `changelog`) ------------------------------------
+    /// Up to `limit` log entries with a sequence number above `after`, in order,
+    /// with the oldest retained and the newest sequence number.
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<ChangePage, StoreError>;
+    /// Drop entries older than `changelog::RETENTION_MS` (never the newest
+    /// one, so the head stays known) and heartbeats of long-gone replicas.
+    async fn prune_changes(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Record that replica `id` has applied the log up to `applied`.
+    async fn heartbeat(&self, id: &str, applied: i64, now_ms: i64) -> Result<(), StoreError>;
+    /// Every replica's last heartbeat (pruned after `changelog::FORGET_REPLICA_MS`).
+    async fn replicas(&self) -> Result<Vec<ReplicaBeat>, StoreError>;
 }
 
 /// The role that may never disappear from an organisation.

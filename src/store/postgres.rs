@@ -2,10 +2,11 @@
 //! transaction boundaries as the embedded store; two additions make it safe to
 //! share:
 //!
-//! - every write that changes what a cached credential may do sends
-//!   `pg_notify` inside its transaction, so it is announced exactly when (and
-//!   only if) it commits; each replica LISTENs on one dedicated connection and
-//!   drops the affected cache entries (`crate::invalidation`);
+//! - every write that changes what a cached credential may do appends to the
+//!   change log (`store::changelog`) and sends `pg_notify` inside its
+//!   transaction, so both happen exactly when (and only if) it commits; each
+//!   replica LISTENs on one dedicated connection and reads the log at once
+//!   when it hears the doorbell (`app::follower`), and on its poll otherwise;
 //! - writes that guard an invariant across rows (the last nanoAdmin) lock the
 //!   organisation row first, so concurrent changes through different replicas
 //!   serialise instead of both passing the check.
@@ -35,14 +36,17 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     key_hash, new_org, new_user, now, random_token, refuse_last_admin, touches_admin, ts,
-    AuditFilter, AuditRecord, Change, CreatedOrg, NewAudit, NewInvite, NewPasswordReset, NewUser,
-    Org, PlaybackKey, Store, StoreError, User, ADMIN_ROLE,
+    AuditFilter, AuditRecord, Change, ChangePage, CreatedOrg, LoggedChange, NewAudit, NewInvite,
+    NewPasswordReset, NewUser, Org, PlaybackKey, ReplicaBeat, Store, StoreError, User, ADMIN_ROLE,
 };
 
 /// The notification channel every replica listens on.
 const CHANNEL: &str = "rolegate_changes";
 /// Key of the advisory lock that serialises migrations of replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x726f_6c65_6761_7465; // "rolegate"
+/// Key of the advisory lock every change-log append takes (until its
+/// transaction ends), so sequence numbers are assigned in commit order.
+const CHANGE_LOG_LOCK: i64 = 0x726f_6c65_6c6f_6721; // "rolelog!"
 /// How long a request waits for a connection (or to open one) before 503.
 const POOL_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,7 +56,7 @@ const POOL_SIZE: usize = 16;
 const LISTENER_HEARTBEAT: Duration = Duration::from_secs(5);
 const RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Announcements buffered per replica before the consumer counts as lagging
-/// (a lagging consumer clears its whole cache: see `crate::invalidation`).
+/// (a lagging consumer just reads the log: see `app::follower`).
 const CHANGE_BUFFER: usize = 4096;
 
 /// Schema migrations, applied in order; `rolegate_migrations` records which ran.
@@ -120,6 +124,20 @@ CREATE TABLE revoked_playback (
     org_id TEXT NOT NULL,
     exp BIGINT NOT NULL,
     revoked_at BIGINT NOT NULL
+);
+"#,
+    // 4: the change log and the replicas' heartbeats (`store::changelog`).
+    r#"
+CREATE TABLE change_log (
+    seq BIGSERIAL PRIMARY KEY,
+    change TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX change_log_at ON change_log(at_ms);
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    applied BIGINT NOT NULL,
+    seen_at_ms BIGINT NOT NULL
 );
 "#,
     r#"
@@ -258,9 +276,24 @@ fn audit_row(r: &Row) -> Result<AuditRecord, StoreError> {
     })
 }
 
-/// Announce `change` to every replica when the surrounding transaction commits.
+/// Log `change` and ring the doorbell, both taking effect when (and only if)
+/// the surrounding transaction commits. The advisory lock makes appends
+/// follow commit order: a transaction that took a sequence number before
+/// another commits before the other can take one, so a follower reading
+/// "after N" never skips an entry that commits late. Call it last before the
+/// commit (it holds the lock until then).
 async fn announce(tx: &tokio_postgres::Transaction<'_>, change: Change) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change.encode()])
+    let payload = change.encode();
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOG_LOCK])
+        .await
+        .map_err(pg)?;
+    tx.execute(
+        "INSERT INTO change_log (change, at_ms) VALUES ($1, $2)",
+        &[&payload, &crate::clock::unix_now_ms()],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
         .await
         .map_err(pg)?;
     Ok(())
@@ -1085,6 +1118,91 @@ impl Store for PostgresStore {
              ORDER BY id DESC LIMIT $5",
             &[&org_id, &f.target, &f.actor, &f.action, &limit],
             audit_row,
+        )
+        .await
+    }
+
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<ChangePage, StoreError> {
+        let c = self.client().await?;
+        let bounds = c
+            .prepare_cached("SELECT MIN(seq), MAX(seq) FROM change_log")
+            .await
+            .map_err(pg)?;
+        let row = c.query_one(&bounds, &[]).await.map_err(pg)?;
+        let oldest: Option<i64> = row.try_get(0).map_err(pg)?;
+        let head: Option<i64> = row.try_get(1).map_err(pg)?;
+        let page = c
+            .prepare_cached(
+                "SELECT seq, change, at_ms FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(pg)?;
+        let entries = c
+            .query(&page, &[&after, &i64::from(limit)])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                Ok(LoggedChange {
+                    seq: r.try_get(0).map_err(pg)?,
+                    change: Change::decode(r.try_get::<_, &str>(1).map_err(pg)?),
+                    at_ms: r.try_get(2).map_err(pg)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(ChangePage {
+            entries,
+            oldest,
+            head: head.unwrap_or(0),
+        })
+    }
+
+    async fn prune_changes(&self, now_ms: i64) -> Result<u64, StoreError> {
+        use super::changelog::{FORGET_REPLICA_MS, RETENTION_MS};
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "DELETE FROM change_log WHERE at_ms < $1 \
+                 AND seq < (SELECT MAX(seq) FROM change_log)",
+                &[&now_ms.saturating_sub(RETENTION_MS)],
+            )
+            .await
+            .map_err(pg)?;
+        c.execute(
+            "DELETE FROM replicas WHERE seen_at_ms < $1",
+            &[&now_ms.saturating_sub(FORGET_REPLICA_MS)],
+        )
+        .await
+        .map_err(pg)?;
+        Ok(n)
+    }
+
+    async fn heartbeat(&self, id: &str, applied: i64, now_ms: i64) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO replicas (id, applied, seen_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET applied = EXCLUDED.applied, seen_at_ms = EXCLUDED.seen_at_ms",
+            )
+            .await
+            .map_err(pg)?;
+        c.execute(&st, &[&id, &applied, &now_ms])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn replicas(&self) -> Result<Vec<ReplicaBeat>, StoreError> {
+        self.all(
+            "SELECT id, applied, seen_at_ms FROM replicas ORDER BY id",
+            &[],
+            |r| {
+                Ok(ReplicaBeat {
+                    id: r.try_get(0).map_err(pg)?,
+                    applied: r.try_get(1).map_err(pg)?,
+                    seen_at_ms: r.try_get(2).map_err(pg)?,
+                })
+            },
         )
         .await
     }

@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
     key_hash, new_org, new_user, now, random_token, refuse_last_admin, touches_admin, ts,
-    AuditFilter, AuditRecord, CreatedOrg, NewAudit, NewInvite, NewPasswordReset, NewUser, Org,
-    PlaybackKey, Store, StoreError, User, ADMIN_ROLE,
+    AuditFilter, AuditRecord, Change, ChangePage, CreatedOrg, LoggedChange, NewAudit, NewInvite,
+    NewPasswordReset, NewUser, Org, PlaybackKey, ReplicaBeat, Store, StoreError, User, ADMIN_ROLE,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -83,7 +83,23 @@ CREATE TABLE revoked_playback (
     revoked_at INTEGER NOT NULL
 );
 "#,
-    // 4: single-use password resets (the token only as a SHA-256 hash).
+    // 4: the change log every follower reads, and each replica's heartbeat
+    // (`store::changelog`). AUTOINCREMENT: a sequence number is never reused,
+    // even after the newest entries were pruned.
+    r#"
+CREATE TABLE change_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    change TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX change_log_at ON change_log(at_ms);
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    applied INTEGER NOT NULL,
+    seen_at_ms INTEGER NOT NULL
+);
+"#,
+    // 5: single-use password resets (the token only as a SHA-256 hash).
     r#"
 CREATE TABLE password_resets (
     id TEXT PRIMARY KEY,
@@ -201,8 +217,13 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("cannot open `{path}`: {e}")))?;
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(q)?;
+            // synchronous = FULL: in WAL mode, NORMAL may lose the last
+            // commits on power loss, and a lost tokenKey renewal would bring a
+            // revoked token back to life after the reboot. FULL syncs the WAL
+            // at every commit; user management writes are rare enough that
+            // the fsync does not matter, and request-path reads never write.
             conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
             )
             .map_err(q)?;
             migrate(&mut conn)?;
@@ -253,20 +274,25 @@ impl SqliteStore {
         .await
     }
 
-    /// One UPDATE (`?1` the new value, `?2` the id) of a row that must exist.
+    /// One UPDATE (`?1` the new value, `?2` the id) of a row that must exist,
+    /// logging `change` with it.
     async fn update_one(
         &self,
         sql: &'static str,
         value: rusqlite::types::Value,
         id: &str,
+        change: Option<Change>,
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.tx(
-            move |tx| match tx.execute(sql, params![value, id]).map_err(q)? {
-                0 => Err(StoreError::NotFound(id)),
-                _ => Ok(()),
-            },
-        )
+        self.tx(move |tx| {
+            if tx.execute(sql, params![value, id]).map_err(q)? == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            match change {
+                Some(change) => log_change(tx, &change),
+                None => Ok(()),
+            }
+        })
         .await
     }
 
@@ -303,6 +329,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()
         .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+/// Append `change` to the change log inside the caller's transaction.
+fn log_change(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO change_log (change, at_ms) VALUES (?1, ?2)",
+        params![change.encode(), crate::clock::unix_now_ms()],
+    )
+    .map_err(q)?;
+    Ok(())
 }
 
 fn insert_user(tx: &Transaction<'_>, u: NewUser) -> Result<User, StoreError> {
@@ -405,6 +441,7 @@ impl Store for SqliteStore {
             "UPDATE orgs SET api_key_hash = ?1 WHERE id = ?2",
             key_hash(&key).to_vec().into(),
             org_id,
+            Some(Change::OrgKeys(org_id.to_owned())),
         )
         .await?;
         Ok(key)
@@ -416,6 +453,7 @@ impl Store for SqliteStore {
             "UPDATE orgs SET player_key = ?1 WHERE id = ?2",
             key.clone().into(),
             org_id,
+            Some(Change::OrgKeys(org_id.to_owned())),
         )
         .await?;
         Ok(key)
@@ -557,7 +595,7 @@ impl Store for SqliteStore {
                 params![jti, org_id, exp, now],
             )
             .map_err(q)?;
-            Ok(())
+            log_change(tx, &Change::PlaybackRevoked(jti))
         })
         .await
     }
@@ -583,6 +621,7 @@ impl Store for SqliteStore {
             "UPDATE orgs SET webhook = ?1 WHERE id = ?2",
             url.map(str::to_owned).into(),
             org_id,
+            None,
         )
         .await
     }
@@ -644,6 +683,7 @@ impl Store for SqliteStore {
                 params![role, key, user_id],
             )
             .map_err(q)?;
+            log_change(tx, &Change::User(user_id.clone()))?;
             user_tx(tx, &user_id)
         })
         .await
@@ -661,6 +701,7 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound(user_id));
             }
+            log_change(tx, &Change::User(user_id.clone()))?;
             user_tx(tx, &user_id)
         })
         .await
@@ -673,6 +714,7 @@ impl Store for SqliteStore {
             guard_last_admin(tx, &user, None)?;
             tx.execute("DELETE FROM users WHERE id = ?1", [&user_id])
                 .map_err(q)?;
+            log_change(tx, &Change::User(user_id))?;
             Ok(user)
         })
         .await
@@ -683,6 +725,7 @@ impl Store for SqliteStore {
             "UPDATE users SET password_hash = ?1 WHERE id = ?2",
             password_hash.to_owned().into(),
             user_id,
+            None,
         )
         .await
     }
@@ -798,6 +841,8 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::ResetRefused("for a user who no longer exists"));
             }
+            // The renewed tokenKey must reach every follower of the change log.
+            log_change(tx, &Change::User(user_id.clone()))?;
             tx.execute(
                 "UPDATE password_resets SET used_at = ?1 WHERE id = ?2",
                 params![at, id],
@@ -836,6 +881,90 @@ impl Store for SqliteStore {
                         at: ts(r.get(6)?),
                         request_id: r.get(7)?,
                         detail: r.get(8)?,
+                    })
+                })
+                .map_err(q)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q)
+        })
+        .await
+    }
+
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<ChangePage, StoreError> {
+        self.with(move |c| {
+            let (oldest, head): (Option<i64>, Option<i64>) = c
+                .prepare_cached("SELECT MIN(seq), MAX(seq) FROM change_log")
+                .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(q)?;
+            let mut st = c
+                .prepare_cached(
+                    "SELECT seq, change, at_ms FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(q)?;
+            let entries = st
+                .query_map(params![after, limit], |r| {
+                    Ok(LoggedChange {
+                        seq: r.get(0)?,
+                        change: Change::decode(&r.get::<_, String>(1)?),
+                        at_ms: r.get(2)?,
+                    })
+                })
+                .map_err(q)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(q)?;
+            Ok(ChangePage {
+                entries,
+                oldest,
+                head: head.unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn prune_changes(&self, now_ms: i64) -> Result<u64, StoreError> {
+        use super::changelog::{FORGET_REPLICA_MS, RETENTION_MS};
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM change_log WHERE at_ms < ?1 \
+                     AND seq < (SELECT MAX(seq) FROM change_log)",
+                    [now_ms.saturating_sub(RETENTION_MS)],
+                )
+                .map_err(q)?;
+            tx.execute(
+                "DELETE FROM replicas WHERE seen_at_ms < ?1",
+                [now_ms.saturating_sub(FORGET_REPLICA_MS)],
+            )
+            .map_err(q)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, id: &str, applied: i64, now_ms: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.tx(move |tx| {
+            tx.execute(
+                "INSERT INTO replicas (id, applied, seen_at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET applied = excluded.applied, seen_at_ms = excluded.seen_at_ms",
+                params![id, applied, now_ms],
+            )
+            .map_err(q)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replicas(&self) -> Result<Vec<ReplicaBeat>, StoreError> {
+        self.with(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, applied, seen_at_ms FROM replicas ORDER BY id")
+                .map_err(q)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(ReplicaBeat {
+                        id: r.get(0)?,
+                        applied: r.get(1)?,
+                        seen_at_ms: r.get(2)?,
                     })
                 })
                 .map_err(q)?;

@@ -45,6 +45,13 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Invites are valid for 7 days and single-use.
 pub const DEFAULT_INVITE_TTL_SECS: u64 = 7 * 24 * 3600;
+/// A password-reset link is handed over by an admin in person or by chat, so
+/// it need not live long: one hour.
+pub const DEFAULT_PASSWORD_RESET_TTL_SECS: u64 = 3600;
+/// Where the dashboard is served: in rolegate's own namespace `/_rolegate/`
+/// (beside the forward-auth path), whose underscore-led first segment no
+/// stream-platform API path uses, so it cannot shadow an upstream route.
+pub const DEFAULT_DASHBOARD_PREFIX: &str = "/_rolegate/dashboard";
 /// The change log is read this often without a doorbell: a change made from
 /// the CLI or another process bites within it (target: 1 s).
 pub const DEFAULT_CHANGE_POLL_MS: u64 = 250;
@@ -127,7 +134,10 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub passthrough: Option<bool>,
     pub invite_ttl_secs: Option<u64>,
+    pub password_reset_ttl_secs: Option<u64>,
     pub playback_prefix: Option<String>,
+    /// `""` switches the dashboard off.
+    pub dashboard_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: Option<bool>,
     pub change_poll_ms: Option<u64>,
@@ -164,7 +174,10 @@ pub struct Settings {
     pub max_connections: usize,
     pub passthrough: bool,
     pub invite_ttl: Duration,
+    pub password_reset_ttl: Duration,
     pub playback_prefix: Option<String>,
+    /// Where the dashboard's pages are served; `None`: no dashboard.
+    pub dashboard_prefix: Option<String>,
     pub shadow_policies_dir: Option<PathBuf>,
     pub forward_credentials: bool,
     /// How often the change log is read when no doorbell rang: the bound on
@@ -204,7 +217,9 @@ impl std::fmt::Debug for Settings {
             max_connections,
             passthrough,
             invite_ttl,
+            password_reset_ttl,
             playback_prefix,
+            dashboard_prefix,
             shadow_policies_dir,
             forward_credentials,
             change_poll,
@@ -234,7 +249,9 @@ impl std::fmt::Debug for Settings {
             .field("max_connections", max_connections)
             .field("passthrough", passthrough)
             .field("invite_ttl", invite_ttl)
+            .field("password_reset_ttl", password_reset_ttl)
             .field("playback_prefix", playback_prefix)
+            .field("dashboard_prefix", dashboard_prefix)
             .field("change_poll", change_poll)
             .field("max_change_lag", max_change_lag)
             .field("replica_id", replica_id)
@@ -491,6 +508,7 @@ struct Tokens {
     token_ttl: Duration,
     leeway: Duration,
     invite_ttl: Duration,
+    password_reset_ttl: Duration,
 }
 
 fn tokens(file: &FileConfig) -> Result<Tokens, ConfigError> {
@@ -523,6 +541,12 @@ fn tokens(file: &FileConfig) -> Result<Tokens, ConfigError> {
             file.invite_ttl_secs,
             DEFAULT_INVITE_TTL_SECS,
             1,
+        )?,
+        password_reset_ttl: secs(
+            "password_reset_ttl_secs",
+            file.password_reset_ttl_secs,
+            DEFAULT_PASSWORD_RESET_TTL_SECS,
+            60,
         )?,
     })
 }
@@ -601,6 +625,7 @@ struct ProxyBehaviour {
     trusted_proxies: Vec<IpNet>,
     worker_threads: Option<usize>,
     playback_prefix: Option<String>,
+    dashboard_prefix: Option<String>,
     drain: Duration,
     upstream_timeout: Duration,
     max_body_bytes: u64,
@@ -652,10 +677,13 @@ fn proxy_behaviour(
         return Err(invalid("max_connections", "must be at least 1"));
     }
 
+    let dashboard_prefix = dashboard_prefix(file, playback_prefix.as_deref())?;
+
     Ok(ProxyBehaviour {
         trusted_proxies,
         worker_threads,
         playback_prefix,
+        dashboard_prefix,
         drain: secs(
             "drain_seconds",
             o.drain_seconds.or(file.drain_seconds),
@@ -674,6 +702,47 @@ fn proxy_behaviour(
         shadow_policies_dir: file.shadow_policies_dir.clone().map(|p| rel(base, p)),
         forward_credentials: file.forward_credentials.unwrap_or(false),
     })
+}
+
+/// The dashboard's prefix: default `/_rolegate/dashboard`, `""` for none. A trailing
+/// `/` is dropped; a prefix that overlaps the playback prefix is refused,
+/// since one of the two would shadow the other.
+fn dashboard_prefix(
+    file: &FileConfig,
+    playback_prefix: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let raw = file
+        .dashboard_prefix
+        .as_deref()
+        .unwrap_or(DEFAULT_DASHBOARD_PREFIX);
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let p = raw.trim_end_matches('/');
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/_-.~".contains(c);
+    if !p.starts_with('/') || p.len() < 2 || !p.chars().all(safe) || p.contains("//") {
+        return Err(invalid(
+            "dashboard_prefix",
+            format!("`{raw}` must be a path like /_rolegate/dashboard (letters, digits, `/_-.~`), or \"\" for no dashboard"),
+        ));
+    }
+    if p.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(invalid(
+            "dashboard_prefix",
+            format!("`{raw}` has a dot segment"),
+        ));
+    }
+    if let Some(play) = playback_prefix {
+        let under =
+            |a: &str, b: &str| a == b || a.starts_with(&format!("{}/", b.trim_end_matches('/')));
+        if under(p, play) || under(play, p) {
+            return Err(invalid(
+                "dashboard_prefix",
+                format!("`{raw}` overlaps playback_prefix `{play}`"),
+            ));
+        }
+    }
+    Ok(Some(p.to_owned()))
 }
 
 impl Settings {
@@ -724,7 +793,9 @@ impl Settings {
             max_connections: proxy.max_connections,
             passthrough: proxy.passthrough,
             invite_ttl: tokens.invite_ttl,
+            password_reset_ttl: tokens.password_reset_ttl,
             playback_prefix: proxy.playback_prefix,
+            dashboard_prefix: proxy.dashboard_prefix,
             shadow_policies_dir: proxy.shadow_policies_dir,
             forward_credentials: proxy.forward_credentials,
             change_poll: change_log.poll,

@@ -179,6 +179,11 @@ impl From<StoreError> for ApiError {
                 message: format!("Invite is {why}"),
                 userinfo: json!({ "parameter": "token" }),
             },
+            StoreError::ResetRefused(why) => ApiError::BadRequest {
+                reason: Reason::ResetRefused,
+                message: format!("Password reset link is {why}"),
+                userinfo: json!({ "parameter": "token" }),
+            },
             other => ApiError::Store(other),
         }
     }

@@ -8,7 +8,8 @@
 //! - [`app`] — wiring: listeners and their accept loop, the data-listener
 //!   pipeline, reload, following a shared store's changes, shutdown;
 //! - front doors — [`proxy`] (forwarding with an [`decision::Allowed`]),
-//!   [`forward_auth`] (nginx, Traefik), [`api`] (the management API), [`ops`];
+//!   [`forward_auth`] (nginx, Traefik), [`api`] (the management API),
+//!   [`dashboard`] (its web pages, public static files), [`ops`];
 //! - [`state`], [`config`] — the shared components and the settings;
 //! - the decision core — [`decision`] (**where the decision is made**:
 //!   credential + request description → verdict), [`policy_tools`] (the
@@ -32,6 +33,7 @@ pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod decision;
 pub mod error;
 pub mod forward_auth;

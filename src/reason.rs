@@ -79,6 +79,7 @@ reasons! {
     WeakPassword => "weak_password",
     UnknownRole => "unknown_role",
     InviteRefused => "invite_refused",
+    ResetRefused => "reset_refused",
     MissingOriginalMethod => "missing_original_method",
     MissingOriginalUri => "missing_original_uri",
     DuplicateForwardedHeader => "duplicate_forwarded_header",

@@ -282,6 +282,23 @@ async fn the_demo_shows_allow_and_deny() {
     assert_eq!(r.status, 403);
     let r = crate::support::send(&base, "POST", "/stream", &[tok(&admin)], Some("{}")).await;
     assert_eq!(r.status, 201);
+    // The dashboard's address is printed, and the printed password signs in.
+    let dashboard = value("Dashboard (user management):");
+    assert_eq!(dashboard, format!("{base}/_rolegate/dashboard/"));
+    let r = crate::support::send(&base, "GET", "/_rolegate/dashboard/index.html", &[], None).await;
+    assert_eq!(r.status, 200);
+    let password = lines
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("sign in as any user below with the password ")
+        })
+        .unwrap_or_else(|| panic!("no password in demo output: {lines:?}"))
+        .to_owned();
+    let login =
+        serde_json::json!({"email": "observer@demo.example", "password": password}).to_string();
+    let r = crate::support::send(&base, "POST", "/user/validate", &[], Some(&login)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     // Ctrl-C / SIGTERM ends the demo cleanly.
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

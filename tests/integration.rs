@@ -7,8 +7,10 @@ mod support;
 
 mod api_input;
 mod architecture;
+mod browser;
 mod changelog;
 mod cli;
+mod dashboard;
 mod deploy;
 mod forward_auth;
 mod hostile;

@@ -529,7 +529,7 @@ async fn replicas_starting_at_once_migrate_the_schema_exactly_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     drop(client);
     let _ = task.await;
 }

@@ -681,17 +681,5 @@ async fn failed_logins_are_throttled() {
             .status,
         401
     );
-    // The reset request never tells whether the email exists.
-    for email in ["admin@acme.test", "nobody@acme.test"] {
-        let r =
-            w.sc.send(
-                "POST",
-                "/user/password",
-                &[],
-                Some(&json!({"email": email}).to_string()),
-            )
-            .await;
-        assert_eq!(r.status, 200);
-    }
 }
 }

@@ -2,7 +2,7 @@
 # Run from the repository root: python3 policies/tests/gen_matrix.py
 import tomllib
 routes = tomllib.load(open('policies/routes.toml','rb'))['route']
-ADMIN_ONLY = set("getApiKey rotateApiKey rotatePlayerKey rotatePlaybackKey setWebhook inviteUser editUserRole resetUserToken deleteUser stopStream lockStream unlockStream deleteStream deleteTag getPermissionProfile readAudit issueUserToken".split())
+ADMIN_ONLY = set("getApiKey rotateApiKey rotatePlayerKey rotatePlaybackKey setWebhook inviteUser editUserRole resetUserToken deleteUser stopStream lockStream unlockStream deleteStream deleteTag getPermissionProfile readAudit issueUserToken createPasswordReset explainDecision".split())
 ADMIN_USER = set("listUsers getUser listPermissions createStream setStreamTags setStreamPushUrl setStreamProcessing setStreamGroup getStreamOptions setStreamOptions deleteStreamOptions createTag editTag createPlaybackToken revokePlaybackToken".split())
 ALL = set("getPlayerKey getOrganisation getBintuToken listStreams getStream validateStream listTags getMetrics".split())
 PUBLIC = set("login resetPassword acceptInvite verifyPlaybackToken getJwks".split())

@@ -44,16 +44,3 @@ pub async fn login(
         &json!({ "data": { "token": token, "userId": user.id, "orgId": user.org_id, "permission": user.role } }),
     ))
 }
-
-/// `POST /user/password`: always the same answer, so whether the email exists
-/// is nobody's business. (rolegate sends no email.)
-pub async fn password(
-    state: &AppState,
-    req: Request<Incoming>,
-) -> Result<Response<LocalBody>, ApiError> {
-    let _ = read_json(state, req).await;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "data": { "requested": true } }),
-    ))
-}

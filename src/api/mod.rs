@@ -3,9 +3,11 @@
 //! (or, for routes whose resource is named in the body, make it themselves).
 
 pub mod audit;
+pub mod explain;
 pub mod invites;
 pub mod login;
 pub mod organisation;
+pub mod passwords;
 pub mod permissions;
 pub mod playback;
 pub mod receipt;
@@ -138,7 +140,9 @@ pub async fn dispatch(
         Endpoint::UsersInvite => invites::invite(state, ctx, req).await,
         Endpoint::UsersInviteAccept => invites::accept_invite(state, ctx, req).await,
         Endpoint::Login => login::login(state, ctx, req).await,
-        Endpoint::Password => login::password(state, req).await,
+        Endpoint::Password => passwords::set_password(state, ctx, req).await,
+        Endpoint::PasswordResetCreate => passwords::create_reset(state, ctx, req).await,
+        Endpoint::PolicyExplain => explain::explain(state, ctx, req).await,
         Endpoint::PlaybackIssue => playback::issue(state, ctx, req).await,
         Endpoint::PlaybackVerify => playback::verify_endpoint(state, req).await,
         Endpoint::PlaybackRevoke => playback::revoke(state, ctx, req).await,

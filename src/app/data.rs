@@ -2,7 +2,8 @@
 //! the listener.
 //!
 //! ```text
-//! ready? ─► target normal form ─► body limit ─┬─ forward-auth path, trusted peer ─► forward_auth
+//! ready? ─► target normal form ─► body limit ─┬─ dashboard prefix ─► dashboard (public files, never forwarded)
+//!                                             ├─ forward-auth path, trusted peer ─► forward_auth
 //!                                             ├─ passthrough setting ─► proxy (benchmarks only)
 //!                                             ├─ guarded playback prefix ─► Decider::play ─► proxy
 //!                                             └─ Decider::decide ─┬─ Forward(Allowed) ─► proxy
@@ -82,6 +83,17 @@ impl DataListener {
         let target = proxy::target(&uri)?;
         crate::request::head::check(req.version(), req.headers(), target.query)?;
         proxy::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
+
+        // The dashboard's pages are public files: answered here, before any
+        // credential or route, and nothing under the prefix is ever forwarded
+        // (an unknown path under it is a 404 from the dashboard itself).
+        if let Some(prefix) = &state.settings.dashboard_prefix {
+            if crate::dashboard::owns(prefix, &target.path) {
+                return Ok(
+                    crate::dashboard::serve(prefix, req.method(), &target.path).map(Either::Right)
+                );
+            }
+        }
 
         // Forward-auth questions are only taken from trusted proxies; from
         // anyone else this path is an ordinary request (no route: denied).

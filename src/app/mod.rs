@@ -43,11 +43,36 @@ pub enum StartError {
     },
     #[error("upstream: {0}")]
     Upstream(UpstreamError),
+    /// A route the dashboard's prefix would hide: it could never be reached.
+    #[error(
+        "dashboard_prefix `{prefix}` hides the route `{route}`: move the dashboard or the route"
+    )]
+    DashboardHidesRoute { prefix: String, route: String },
 }
 
 /// Build the state: load (and strictly validate) policies, open the store.
 pub async fn build(settings: Settings) -> Result<Arc<AppState>, StartError> {
     let policies = Arc::new(PolicyStore::open(settings.policy_source())?);
+    if let Some(prefix) = &settings.dashboard_prefix {
+        if crate::dashboard::owns(prefix, crate::forward_auth::PATH) {
+            return Err(StartError::DashboardHidesRoute {
+                prefix: prefix.clone(),
+                route: format!("forward-auth {}", crate::forward_auth::PATH),
+            });
+        }
+        let current = policies.current();
+        if let Some(r) = current
+            .routes
+            .routes()
+            .iter()
+            .find(|r| crate::dashboard::owns(prefix, &r.template))
+        {
+            return Err(StartError::DashboardHidesRoute {
+                prefix: prefix.clone(),
+                route: format!("{} {}", r.method, r.template),
+            });
+        }
+    }
     let shadow = match &settings.shadow_policies_dir {
         Some(dir) => Some(Arc::new(
             PolicyStore::open(PolicySource {

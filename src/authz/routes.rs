@@ -56,11 +56,13 @@ pub enum Endpoint {
     PlaybackVerify,
     PlaybackRevoke,
     PlaybackJwks,
+    PasswordResetCreate,
+    PolicyExplain,
 }
 
 impl Endpoint {
     /// Every endpoint with its name in routes.toml.
-    pub const ALL: [(Endpoint, &'static str); 24] = [
+    pub const ALL: [(Endpoint, &'static str); 26] = [
         (Endpoint::OrganisationGet, "organisation.get"),
         (Endpoint::OrganisationWebhook, "organisation.webhook"),
         (Endpoint::ApiKeyGet, "organisation.apikey.get"),
@@ -85,6 +87,8 @@ impl Endpoint {
         (Endpoint::PlaybackVerify, "playback.verify"),
         (Endpoint::PlaybackRevoke, "playback.revoke"),
         (Endpoint::PlaybackJwks, "playback.jwks"),
+        (Endpoint::PasswordResetCreate, "users.password.reset"),
+        (Endpoint::PolicyExplain, "policy.explain"),
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -104,7 +108,10 @@ impl Endpoint {
     pub fn decides_target(self) -> bool {
         matches!(
             self,
-            Endpoint::UsersRole | Endpoint::UsersTokenKey | Endpoint::TokensIssue
+            Endpoint::UsersRole
+                | Endpoint::UsersTokenKey
+                | Endpoint::TokensIssue
+                | Endpoint::PasswordResetCreate
         )
     }
 }

@@ -166,6 +166,11 @@ async fn demo(config: Option<&Path>, args: &DemoArgs) -> Result<(), CliError> {
     let state = app::build(settings.clone()).await.map_err(demo_error)?;
     let org = state.store.create_org("demo").await.map_err(demo_error)?;
     let mut tokens = Vec::new();
+    // One password for the three demo users, new each run, to sign in to the dashboard.
+    let password = crate::store::random_token("demo-");
+    let password_hash = crate::authn::password::hash_off_thread(password.clone())
+        .await
+        .map_err(demo_error)?;
     for (role, email) in [
         ("nanoAdmin", "admin@demo.example"),
         ("nanoUser", "operator@demo.example"),
@@ -177,7 +182,7 @@ async fn demo(config: Option<&Path>, args: &DemoArgs) -> Result<(), CliError> {
                 org_id: org.org.id.clone(),
                 email: email.to_owned(),
                 role: role.to_owned(),
-                password_hash: None,
+                password_hash: Some(password_hash.clone()),
             })
             .await
             .map_err(demo_error)?;
@@ -200,6 +205,11 @@ async fn demo(config: Option<&Path>, args: &DemoArgs) -> Result<(), CliError> {
         running.ops_addr,
         dir.join("rolegate.db").display()
     ));
+    if let Some(prefix) = &settings.dashboard_prefix {
+        out.push_str(&format!(
+            "Dashboard (user management): {base}{prefix}/\n  sign in as any user below with the password {password}\n\n"
+        ));
+    }
     out.push_str("Users of organisation `demo`:\n");
     for (role, email, id, _) in &tokens {
         out.push_str(&format!("  {role:<13} {email:<24} {id}\n"));

@@ -229,7 +229,11 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::DemoConfig(_) | CliError::Policies(_) => EXIT_CONFIG,
-            CliError::Start(StartError::Policies(_) | StartError::ShadowPolicies(_)) => EXIT_CONFIG,
+            CliError::Start(
+                StartError::Policies(_)
+                | StartError::ShadowPolicies(_)
+                | StartError::DashboardHidesRoute { .. },
+            ) => EXIT_CONFIG,
             CliError::InvalidPolicies(_) => EXIT_INVALID,
             _ => 1,
         }

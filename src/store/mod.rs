@@ -38,6 +38,10 @@ pub enum StoreError {
     /// An invite token that is unknown, already used or expired.
     #[error("invite {0}")]
     InviteRefused(&'static str),
+    /// A password-reset token that is unknown, already used or expired, or
+    /// whose user is gone.
+    #[error("password reset {0}")]
+    ResetRefused(&'static str),
 }
 
 /// An organisation as stored. Keys are stored as SHA-256 hashes only.
@@ -121,6 +125,17 @@ pub struct NewAudit {
 pub struct NewInvite {
     pub org_id: String,
     pub role: String,
+    pub token_hash: [u8; 32],
+    pub created_by: String,
+    pub expires_at: i64,
+}
+
+/// A password reset to create: which user may set a new password until
+/// when, with a token stored only as a hash.
+#[derive(Debug, Clone)]
+pub struct NewPasswordReset {
+    pub org_id: String,
+    pub user_id: String,
     pub token_hash: [u8; 32],
     pub created_by: String,
     pub expires_at: i64,
@@ -294,6 +309,20 @@ pub trait Store: Send + Sync + 'static {
         user: NewUser,
     ) -> Result<User, StoreError>;
 
+    // --- password resets -------------------------------------------------------
+    /// Store a single-use password reset (its token only as a hash).
+    async fn create_password_reset(&self, reset: NewPasswordReset) -> Result<String, StoreError>;
+    /// Use a password reset, in one transaction: mark it used, set the user's
+    /// password hash and renew their tokenKey (every API token they hold dies).
+    /// Refuses (`ResetRefused`) a token that is unknown, used or expired, or
+    /// whose user was deleted: nothing changes.
+    async fn use_password_reset(
+        &self,
+        token_hash: &[u8; 32],
+        at: i64,
+        password_hash: &str,
+        new_token_key: &[u8],
+    ) -> Result<User, StoreError>;
     async fn list_audit(
         &self,
         org_id: &str,

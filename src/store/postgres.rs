@@ -37,7 +37,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{
     key_hash, new_org, new_user, now, random_token, refuse_last_admin, touches_admin, ts,
     AuditFilter, AuditRecord, Change, ChangePage, CreatedOrg, LoggedChange, NewAudit, NewInvite,
-    NewUser, Org, PlaybackKey, ReplicaBeat, Store, StoreError, User, ADMIN_ROLE,
+    NewPasswordReset, NewUser, Org, PlaybackKey, ReplicaBeat, Store, StoreError, User, ADMIN_ROLE,
 };
 
 /// The notification channel every replica listens on.
@@ -139,6 +139,19 @@ CREATE TABLE replicas (
     applied BIGINT NOT NULL,
     seen_at_ms BIGINT NOT NULL
 );
+"#,
+    r#"
+CREATE TABLE password_resets (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    token_hash BYTEA NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX password_resets_user ON password_resets(user_id);
 "#,
 ];
 
@@ -1015,6 +1028,81 @@ impl Store for PostgresStore {
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(created)
+    }
+
+    async fn create_password_reset(&self, reset: NewPasswordReset) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO password_resets (id, org_id, user_id, token_hash, created_by, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &id,
+                    &reset.org_id,
+                    &reset.user_id,
+                    &reset.token_hash.as_slice(),
+                    &reset.created_by,
+                    &now(),
+                    &reset.expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(id)
+    }
+
+    async fn use_password_reset(
+        &self,
+        token_hash: &[u8; 32],
+        at: i64,
+        password_hash: &str,
+        new_token_key: &[u8],
+    ) -> Result<User, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // FOR UPDATE: two replicas using the same link at once queue here,
+        // and the second sees it used.
+        let row = tx
+            .query_opt(
+                "SELECT id, user_id, expires_at, used_at FROM password_resets \
+                 WHERE token_hash = $1 FOR UPDATE",
+                &[&token_hash.as_slice()],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Err(StoreError::ResetRefused("unknown"));
+        };
+        let id: String = row.try_get(0).map_err(pg)?;
+        let user_id: String = row.try_get(1).map_err(pg)?;
+        let expires_at: i64 = row.try_get(2).map_err(pg)?;
+        let used_at: Option<i64> = row.try_get(3).map_err(pg)?;
+        if used_at.is_some() {
+            return Err(StoreError::ResetRefused("already used"));
+        }
+        if at >= expires_at {
+            return Err(StoreError::ResetRefused("expired"));
+        }
+        let user = tx
+            .query_opt(
+                &format!(
+                    "UPDATE users SET password_hash = $1, token_key = $2 WHERE id = $3 RETURNING {USER_COLS}"
+                ),
+                &[&password_hash, &new_token_key, &user_id],
+            )
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::ResetRefused("for a user who no longer exists"))?;
+        tx.execute(
+            "UPDATE password_resets SET used_at = $1 WHERE id = $2",
+            &[&at, &id],
+        )
+        .await
+        .map_err(pg)?;
+        announce(&tx, Change::User(user_id)).await?;
+        tx.commit().await.map_err(pg)?;
+        user_row(&user)
     }
 
     async fn list_audit(

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use super::{
     key_hash, new_org, new_user, now, random_token, refuse_last_admin, touches_admin, ts,
     AuditFilter, AuditRecord, Change, ChangePage, CreatedOrg, LoggedChange, NewAudit, NewInvite,
-    NewUser, Org, PlaybackKey, ReplicaBeat, Store, StoreError, User, ADMIN_ROLE,
+    NewPasswordReset, NewUser, Org, PlaybackKey, ReplicaBeat, Store, StoreError, User, ADMIN_ROLE,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -98,6 +98,20 @@ CREATE TABLE replicas (
     applied INTEGER NOT NULL,
     seen_at_ms INTEGER NOT NULL
 );
+"#,
+    // 5: single-use password resets (the token only as a SHA-256 hash).
+    r#"
+CREATE TABLE password_resets (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE INDEX password_resets_user ON password_resets(user_id);
 "#,
 ];
 
@@ -770,6 +784,71 @@ impl Store for SqliteStore {
             tx.execute("UPDATE invites SET used_at = ?1, used_by = ?2 WHERE id = ?3", params![at, created.id, id])
                 .map_err(q)?;
             Ok(created)
+        })
+        .await
+    }
+
+    async fn create_password_reset(&self, reset: NewPasswordReset) -> Result<String, StoreError> {
+        self.tx(move |tx| {
+            let id = uuid::Uuid::new_v4().to_string();
+            tx.execute(
+                "INSERT INTO password_resets (id, org_id, user_id, token_hash, created_by, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, reset.org_id, reset.user_id, reset.token_hash.to_vec(), reset.created_by, now(), reset.expires_at],
+            )
+            .map_err(q)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn use_password_reset(
+        &self,
+        token_hash: &[u8; 32],
+        at: i64,
+        password_hash: &str,
+        new_token_key: &[u8],
+    ) -> Result<User, StoreError> {
+        let (hash, password_hash, key) = (
+            token_hash.to_vec(),
+            password_hash.to_owned(),
+            new_token_key.to_vec(),
+        );
+        self.tx(move |tx| {
+            let row: Option<(String, String, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT id, user_id, expires_at, used_at FROM password_resets WHERE token_hash = ?1",
+                    [&hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(q)?;
+            let Some((id, user_id, expires_at, used_at)) = row else {
+                return Err(StoreError::ResetRefused("unknown"));
+            };
+            if used_at.is_some() {
+                return Err(StoreError::ResetRefused("already used"));
+            }
+            if at >= expires_at {
+                return Err(StoreError::ResetRefused("expired"));
+            }
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?1, token_key = ?2 WHERE id = ?3",
+                    params![password_hash, key, user_id],
+                )
+                .map_err(q)?;
+            if n == 0 {
+                return Err(StoreError::ResetRefused("for a user who no longer exists"));
+            }
+            // The renewed tokenKey must reach every follower of the change log.
+            log_change(tx, &Change::User(user_id.clone()))?;
+            tx.execute(
+                "UPDATE password_resets SET used_at = ?1 WHERE id = ?2",
+                params![at, id],
+            )
+            .map_err(q)?;
+            user_tx(tx, &user_id)
         })
         .await
     }

@@ -13,6 +13,30 @@ use crate::reason::Reason;
 pub struct DecisionLabels {
     pub decision: &'static str,
     pub reason: &'static str,
+    /// The front door the request came through ([`Door`]).
+    pub door: &'static str,
+}
+
+/// The front doors a request can come through, for the `door` label of
+/// `rolegate_requests_total` and the `door` field of the deny log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// The data listener: proxied requests and rolegate's own endpoints.
+    Proxy,
+    /// The forward-auth endpoint (nginx `auth_request`, Traefik ForwardAuth).
+    ForwardAuth,
+    /// Envoy's ext_authz gRPC service.
+    ExtAuthz,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Proxy => "proxy",
+            Door::ForwardAuth => "forward_auth",
+            Door::ExtAuthz => "ext_authz",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +124,7 @@ impl Metrics {
             .get_or_create(&DecisionLabels {
                 decision: "allow",
                 reason: Reason::Forwarded.as_str(),
+                door: Door::Proxy.as_str(),
             })
             .clone();
         let m = Metrics {
@@ -122,7 +147,7 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Requests by decision and reason",
+            "Requests by decision, reason and front door",
             m.requests.clone(),
         );
         registry.register(
@@ -184,16 +209,17 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn count(&self, decision: &'static str, reason: Reason) {
+    pub fn count(&self, door: Door, decision: &'static str, reason: Reason) {
         self.requests
             .get_or_create(&DecisionLabels {
                 decision,
                 reason: reason.as_str(),
+                door: door.as_str(),
             })
             .inc();
     }
 
-    /// `count("allow", "forwarded")` for the hottest outcome, without the lookup.
+    /// `count(Proxy, "allow", "forwarded")` for the hottest outcome, without the lookup.
     pub fn count_forwarded(&self) {
         self.allow_forwarded.inc();
     }

@@ -8,6 +8,8 @@ mod support;
 mod architecture;
 mod cli;
 mod deploy;
+mod ext_authz;
+mod ext_authz_envoy;
 mod forward_auth;
 mod hostile;
 mod lifecycle;

@@ -30,6 +30,8 @@ pub enum Door {
 }
 
 impl Door {
+    const ALL: [Door; 3] = [Door::Proxy, Door::ForwardAuth, Door::ExtAuthz];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Door::Proxy => "proxy",
@@ -79,7 +81,9 @@ pub struct Metrics {
     /// observation then skips the family's lock and label hashing, which
     /// the request path would otherwise pay four times per request.
     stages: [Histogram; 4],
-    allow_forwarded: Counter,
+    /// `allow`/`forwarded` per door, taken from `requests` at start-up: the
+    /// hottest outcome skips the family's lock and label hashing.
+    allow_forwarded: [Counter; 3],
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_joined: Counter,
@@ -120,13 +124,15 @@ impl Metrics {
                 .get_or_create(&StageLabels { stage: s.label() })
                 .clone()
         });
-        let allow_forwarded = requests
-            .get_or_create(&DecisionLabels {
-                decision: "allow",
-                reason: Reason::Forwarded.as_str(),
-                door: Door::Proxy.as_str(),
-            })
-            .clone();
+        let allow_forwarded = Door::ALL.map(|door| {
+            requests
+                .get_or_create(&DecisionLabels {
+                    decision: "allow",
+                    reason: Reason::Forwarded.as_str(),
+                    door: door.as_str(),
+                })
+                .clone()
+        });
         let m = Metrics {
             requests,
             stage_seconds,
@@ -219,9 +225,9 @@ impl Metrics {
             .inc();
     }
 
-    /// `count(Proxy, "allow", "forwarded")` for the hottest outcome, without the lookup.
-    pub fn count_forwarded(&self) {
-        self.allow_forwarded.inc();
+    /// `count(door, "allow", "forwarded")` for the hottest outcome, without the lookup.
+    pub fn count_forwarded(&self, door: Door) {
+        self.allow_forwarded[door as usize].inc();
     }
 
     pub fn observe(&self, stage: Stage, seconds: f64) {

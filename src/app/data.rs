@@ -146,7 +146,7 @@ impl DataListener {
                     .proxy
                     .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
                     .await?;
-                state.metrics.count_forwarded();
+                state.metrics.count_forwarded(Door::Proxy);
                 return Ok(resp);
             }
             Verdict::Local(local) => local,

@@ -25,6 +25,9 @@
 //! - the head checks (`Host`, method overrides in fields or the query) and
 //!   the refusal of `CONNECT` apply as in proxy mode.
 //!
+//! The benchmark-only `passthrough` setting does not apply here: every Check
+//! is decided.
+//!
 //! rolegate's own endpoints (users, tokens, playback tokens: `Verdict::Local`)
 //! are not answered here: Envoy would forward them to its upstream, which is
 //! not rolegate. They are denied (403 `not_forwardable`); route them to
@@ -60,9 +63,7 @@ pub async fn check(
     let request_id = state.next_request_id();
     match decide(state, req, &request_id).await {
         Ok(Ok(answer)) => {
-            state
-                .metrics
-                .count(Door::ExtAuthz, "allow", Reason::Forwarded);
+            state.metrics.count_forwarded(Door::ExtAuthz);
             Ok(answer)
         }
         Ok(Err(e)) => {

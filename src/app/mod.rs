@@ -1,7 +1,7 @@
 //! The application layer: builds the shared state from settings, binds the
-//! listeners (data, ops, and ext_authz when set), starts the background work (policy reload, following
-//! the store's changes), and drains on shutdown. It wires the front doors
-//! together; none of them knows about another.
+//! listeners (data, ops, and ext_authz when set), starts the background work
+//! (policy reload, following the store's changes), and drains on shutdown. It
+//! wires the front doors together; none of them knows about another.
 
 pub mod allocator;
 mod data;

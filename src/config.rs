@@ -90,6 +90,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// Ops listener address (`ROLEGATE_OPS_LISTEN`).
     pub ops_listen: Option<String>,
+    /// Envoy ext_authz gRPC listener address (`ROLEGATE_EXT_AUTHZ_LISTEN`); off when unset.
+    pub ext_authz_listen: Option<String>,
     /// Upstream base URL (`ROLEGATE_UPSTREAM`).
     pub upstream: Option<String>,
     /// Store location (`ROLEGATE_STORE`).
@@ -114,6 +116,7 @@ pub struct Overrides {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub ops_listen: Option<String>,
+    pub ext_authz_listen: Option<String>,
     pub upstream: Option<String>,
     pub store: Option<String>,
     pub master_secret_file: Option<PathBuf>,
@@ -151,6 +154,8 @@ pub struct FileConfig {
 pub struct Settings {
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    /// Where Envoy's ext_authz gRPC service listens; `None` (the default): not served.
+    pub ext_authz_listen: Option<SocketAddr>,
     /// `None` only for commands that do not forward (user management CLI).
     pub upstream: Option<http::Uri>,
     pub store: String,
@@ -197,6 +202,7 @@ impl std::fmt::Debug for Settings {
         let Settings {
             listen,
             ops_listen,
+            ext_authz_listen,
             upstream,
             store,
             master_secret: _,
@@ -229,6 +235,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", listen)
             .field("ops_listen", ops_listen)
+            .field("ext_authz_listen", ext_authz_listen)
             .field("upstream", upstream)
             .field("store", &crate::store::redact(store))
             .field("master_secret", &"[redacted]")
@@ -362,8 +369,11 @@ fn secs(
 
 // === the sections of `Settings::resolve`, in the order they are checked ===
 
-/// The data and ops listener addresses.
-fn listeners(o: &Overrides, file: &FileConfig) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+/// The data, ops and (when set) ext_authz listener addresses.
+fn listeners(
+    o: &Overrides,
+    file: &FileConfig,
+) -> Result<(SocketAddr, SocketAddr, Option<SocketAddr>), ConfigError> {
     let listen = addr(
         "listen",
         o.listen
@@ -378,7 +388,13 @@ fn listeners(o: &Overrides, file: &FileConfig) -> Result<(SocketAddr, SocketAddr
             .or(file.ops_listen.as_deref())
             .unwrap_or(DEFAULT_OPS_LISTEN),
     )?;
-    Ok((listen, ops_listen))
+    let ext_authz_listen = o
+        .ext_authz_listen
+        .as_deref()
+        .or(file.ext_authz_listen.as_deref())
+        .map(|v| addr("ext_authz_listen", v))
+        .transpose()?;
+    Ok((listen, ops_listen, ext_authz_listen))
 }
 
 /// The upstream base URL: required when the command forwards requests.
@@ -757,7 +773,7 @@ impl Settings {
         let file = file_config(o)?;
         let base = config_dir(o);
 
-        let (listen, ops_listen) = listeners(o, &file)?;
+        let (listen, ops_listen, ext_authz_listen) = listeners(o, &file)?;
         let upstream = upstream(o, &file, need_upstream)?;
         let store = store_location(o, &file, base)?;
         let master_secret = master_secret(o, &file, base, env)?;
@@ -773,6 +789,7 @@ impl Settings {
         Ok(Settings {
             listen,
             ops_listen,
+            ext_authz_listen,
             upstream,
             store,
             master_secret,

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::decision::{forwarding, Question, Verdict};
 use crate::error::{empty_response, ApiError, LocalBody};
+use crate::metrics::Door;
 use crate::reason::Reason;
 use crate::request::path;
 use crate::state::AppState;
@@ -114,6 +115,7 @@ pub async fn handle(
         headers,
         client_ip,
         request_id,
+        door: Door::ForwardAuth,
     };
     let allowed = match state.decider.decide(&question).await? {
         Verdict::Forward(allowed) => allowed,
@@ -121,6 +123,8 @@ pub async fn handle(
     };
     let mut resp = empty_response(StatusCode::OK);
     forwarding::set_identity(resp.headers_mut(), &allowed, request_id, client_ip);
-    state.metrics.count("allow", Reason::ForwardAuth);
+    state
+        .metrics
+        .count(Door::ForwardAuth, "allow", Reason::ForwardAuth);
     Ok(resp)
 }

@@ -8,8 +8,9 @@
 //! - [`app`] — wiring: listeners and their accept loop, the data-listener
 //!   pipeline, reload, following a shared store's changes, shutdown;
 //! - front doors — [`proxy`] (forwarding with an [`decision::Allowed`]),
-//!   [`forward_auth`] (nginx, Traefik), [`api`] (the management API),
-//!   [`dashboard`] (its web pages, public static files), [`ops`];
+//!   [`forward_auth`] (nginx, Traefik), [`ext_authz`] (Envoy, Istio), [`api`]
+//!   (the management API), [`dashboard`] (its web pages, public static
+//!   files), [`ops`];
 //! - [`state`], [`config`] — the shared components and the settings;
 //! - the decision core — [`decision`] (**where the decision is made**:
 //!   credential + request description → verdict), [`policy_tools`] (the
@@ -36,6 +37,7 @@ pub mod config;
 pub mod dashboard;
 pub mod decision;
 pub mod error;
+pub mod ext_authz;
 pub mod forward_auth;
 pub mod metrics;
 pub mod ops;

@@ -13,6 +13,32 @@ use crate::reason::Reason;
 pub struct DecisionLabels {
     pub decision: &'static str,
     pub reason: &'static str,
+    /// The front door the request came through ([`Door`]).
+    pub door: &'static str,
+}
+
+/// The front doors a request can come through, for the `door` label of
+/// `rolegate_requests_total` and the `door` field of the deny log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// The data listener: proxied requests and rolegate's own endpoints.
+    Proxy,
+    /// The forward-auth endpoint (nginx `auth_request`, Traefik ForwardAuth).
+    ForwardAuth,
+    /// Envoy's ext_authz gRPC service.
+    ExtAuthz,
+}
+
+impl Door {
+    const ALL: [Door; 3] = [Door::Proxy, Door::ForwardAuth, Door::ExtAuthz];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Proxy => "proxy",
+            Door::ForwardAuth => "forward_auth",
+            Door::ExtAuthz => "ext_authz",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,7 +81,9 @@ pub struct Metrics {
     /// observation then skips the family's lock and label hashing, which
     /// the request path would otherwise pay four times per request.
     stages: [Histogram; 4],
-    allow_forwarded: Counter,
+    /// `allow`/`forwarded` per door, taken from `requests` at start-up: the
+    /// hottest outcome skips the family's lock and label hashing.
+    allow_forwarded: [Counter; 3],
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_joined: Counter,
@@ -104,12 +132,15 @@ impl Metrics {
                 .get_or_create(&StageLabels { stage: s.label() })
                 .clone()
         });
-        let allow_forwarded = requests
-            .get_or_create(&DecisionLabels {
-                decision: "allow",
-                reason: Reason::Forwarded.as_str(),
-            })
-            .clone();
+        let allow_forwarded = Door::ALL.map(|door| {
+            requests
+                .get_or_create(&DecisionLabels {
+                    decision: "allow",
+                    reason: Reason::Forwarded.as_str(),
+                    door: door.as_str(),
+                })
+                .clone()
+        });
         let m = Metrics {
             requests,
             stage_seconds,
@@ -134,7 +165,7 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Requests by decision and reason",
+            "Requests by decision, reason and front door",
             m.requests.clone(),
         );
         registry.register(
@@ -216,18 +247,19 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn count(&self, decision: &'static str, reason: Reason) {
+    pub fn count(&self, door: Door, decision: &'static str, reason: Reason) {
         self.requests
             .get_or_create(&DecisionLabels {
                 decision,
                 reason: reason.as_str(),
+                door: door.as_str(),
             })
             .inc();
     }
 
-    /// `count("allow", "forwarded")` for the hottest outcome, without the lookup.
-    pub fn count_forwarded(&self) {
-        self.allow_forwarded.inc();
+    /// `count(door, "allow", "forwarded")` for the hottest outcome, without the lookup.
+    pub fn count_forwarded(&self, door: Door) {
+        self.allow_forwarded[door as usize].inc();
     }
 
     pub fn observe(&self, stage: Stage, seconds: f64) {

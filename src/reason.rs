@@ -85,6 +85,9 @@ reasons! {
     DuplicateForwardedHeader => "duplicate_forwarded_header",
     BadForwardedHeader => "bad_forwarded_header",
     ConflictingForwardedHeaders => "conflicting_forwarded_headers",
+    BadHeaderField => "bad_header_field",
+    // ext_authz: a CheckRequest that describes no HTTP request (a gRPC error).
+    MalformedCheckRequest => "malformed_check_request",
     PayloadTooLarge => "payload_too_large",
     TooManyAttempts => "too_many_attempts",
     // Not found.

@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Front doors: siblings that never import one another.
     (
         "front doors",
-        &["proxy", "forward_auth", "api", "dashboard", "ops"],
+        &["proxy", "forward_auth", "ext_authz", "api", "dashboard", "ops"],
     ),
     ("app", &["app"]),
     ("cli", &["cli"]),

@@ -213,6 +213,25 @@ async fn bad_settings_stop_start_up_naming_the_setting() {
             vec![("ROLEGATE_MASTER_SECRET", MASTER_SECRET)],
             "listen",
         ),
+        (
+            vec!["serve", "--upstream", "http://127.0.0.1:9"],
+            vec![
+                ("ROLEGATE_MASTER_SECRET", MASTER_SECRET),
+                ("ROLEGATE_EXT_AUTHZ_LISTEN", "envoy:9191"),
+            ],
+            "ext_authz_listen",
+        ),
+        (
+            vec![
+                "serve",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--ext-authz-listen",
+                "",
+            ],
+            vec![("ROLEGATE_MASTER_SECRET", MASTER_SECRET)],
+            "ext_authz_listen",
+        ),
     ];
     for (args, env, setting) in cases {
         let mut cmd = std::process::Command::new(bin);

@@ -114,3 +114,59 @@ fn the_grace_period_outlasts_the_drain_and_nobody_runs_as_root() {
         "read-only root filesystem for both containers"
     );
 }
+
+fn lines_of(path: &str) -> Vec<String> {
+    std::fs::read_to_string(crate::support::repo().join(path))
+        .unwrap()
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim_end().to_owned())
+        .collect()
+}
+
+/// The Istio example: a `CUSTOM` policy naming the provider the mesh config
+/// defines, which fails closed and points (through the ServiceEntry) at the
+/// port rolegate's ext_authz listener uses. (Envoy itself is run on the
+/// Envoy example by `ext_authz_envoy.rs`; there is no Istio here to run.)
+#[test]
+fn the_istio_example_asks_rolegate_and_fails_closed() {
+    let policy = lines_of("deploy/istio/authorization-policy.yaml");
+    let mesh = lines_of("deploy/istio/mesh-config.yaml");
+    assert_eq!(value_after(&policy, 0, "kind").1, "AuthorizationPolicy");
+    assert_eq!(value_after(&policy, 0, "action").1, "CUSTOM");
+    let provider = value_after(&policy, line_of(&policy, "provider:"), "name").1;
+
+    let at = line_of(&mesh, "extensionProviders:");
+    let (at, name) = value_after(&mesh, at, "name");
+    assert_eq!(
+        name, provider,
+        "the policy names the mesh config's provider"
+    );
+    let grpc = line_of(&mesh, "envoyExtAuthzGrpc:");
+    assert!(grpc > at);
+    let service = value_after(&mesh, grpc, "service").1;
+    let port = value_after(&mesh, grpc, "port").1;
+    assert_eq!(value_after(&mesh, grpc, "failOpen").1, "false");
+
+    // The ServiceEntry gives the service name the port rolegate listens on,
+    // as the example config and the docs say.
+    let entry = line_of(&mesh, "kind: ServiceEntry");
+    let hosts = entry + line_of(&mesh[entry..], "hosts:");
+    assert_eq!(mesh[hosts + 1].trim(), format!("- {service}"));
+    assert_eq!(value_after(&mesh, entry, "number").1, port);
+    assert_eq!(value_after(&mesh, entry, "protocol").1, "GRPC");
+    let example =
+        std::fs::read_to_string(crate::support::repo().join("deploy/config/rolegate.example.toml"))
+            .unwrap();
+    assert!(example.contains(&format!("ext_authz_listen = \"127.0.0.1:{port}\"")));
+}
+
+/// The Envoy example fails closed and speaks the v3 API; what it does is run
+/// by `ext_authz_envoy.rs`, under a real Envoy.
+#[test]
+fn the_envoy_example_fails_closed() {
+    let envoy = lines_of("deploy/envoy/rolegate-ext-authz.yaml");
+    let filter = line_of(&envoy, "- name: envoy.filters.http.ext_authz");
+    assert_eq!(value_after(&envoy, filter, "failure_mode_allow").1, "false");
+    assert_eq!(value_after(&envoy, filter, "transport_api_version").1, "V3");
+    assert_eq!(value_after(&envoy, filter, "encode_raw_headers").1, "true");
+}

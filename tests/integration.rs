@@ -12,6 +12,8 @@ mod changelog;
 mod cli;
 mod dashboard;
 mod deploy;
+mod ext_authz;
+mod ext_authz_envoy;
 mod forward_auth;
 mod hostile;
 mod lifecycle;

@@ -102,6 +102,8 @@ impl RequestCtx {
         } else {
             log_deny(
                 self.request_id(),
+                // The management API is served on the data listener only.
+                crate::metrics::Door::Proxy.as_str(),
                 &self.route,
                 action,
                 &format!("{resource_type}::\"{resource_id}\""),

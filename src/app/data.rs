@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::api::RequestCtx;
 use crate::decision::{Question, Verdict};
 use crate::error::ApiError;
+use crate::metrics::Door;
 use crate::proxy::{self, Proxy, ProxyBody};
 use crate::reason::Reason;
 use crate::request::client_addr;
@@ -42,7 +43,8 @@ impl DataListener {
     /// The whole request path. Never panics, never fails open.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let request_id = self.state.next_request_id();
-        match self.route(req, peer, &request_id).await {
+        let mut door = Door::Proxy;
+        match self.route(req, peer, &request_id, &mut door).await {
             Ok(resp) => resp,
             Err(e) => {
                 let (status, _, reason) = e.parts();
@@ -52,6 +54,7 @@ impl DataListener {
                     tracing::debug!(request_id = request_id.to_str().unwrap_or(""), error = %e, "request refused");
                 }
                 self.state.metrics.count(
+                    door,
                     if status == StatusCode::FORBIDDEN {
                         "deny"
                     } else {
@@ -69,6 +72,7 @@ impl DataListener {
         req: Request<Incoming>,
         peer: SocketAddr,
         request_id: &HeaderValue,
+        door: &mut Door,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let state = &self.state;
         if !state.is_ready() {
@@ -98,6 +102,7 @@ impl DataListener {
         // Forward-auth questions are only taken from trusted proxies; from
         // anyone else this path is an ordinary request (no route: denied).
         if target.path == crate::forward_auth::PATH && client_addr::is_trusted(peer.ip(), trusted) {
+            *door = Door::ForwardAuth;
             // Rare branches are boxed: the request future is as large as its
             // largest branch, and hyper keeps one per open connection.
             return Box::pin(crate::forward_auth::handle(
@@ -124,13 +129,14 @@ impl DataListener {
             headers: req.headers(),
             client_ip,
             request_id,
+            door: Door::Proxy,
         };
 
         // Playback prefix: decided with the playback token's facts. rolegate's
         // own routes (e.g. POST /playback/token) win over the prefix; only
         // paths under it pay for that extra route lookup.
         if let Some(prefix) = &state.settings.playback_prefix {
-            if proxy::is_under_prefix(&target.path, prefix)
+            if crate::request::path::is_under_prefix(&target.path, prefix)
                 && state
                     .policies
                     .current()
@@ -152,7 +158,7 @@ impl DataListener {
                     .proxy
                     .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
                     .await?;
-                state.metrics.count_forwarded();
+                state.metrics.count_forwarded(Door::Proxy);
                 return Ok(resp);
             }
             Verdict::Local(local) => local,
@@ -164,7 +170,7 @@ impl DataListener {
             target.path.into_owned(),
         );
         let resp = Box::pin(crate::api::dispatch(state, ctx, req)).await?;
-        state.metrics.count("allow", Reason::Local);
+        state.metrics.count(Door::Proxy, "allow", Reason::Local);
         Ok(resp.map(Either::Right))
     }
 }

@@ -1,7 +1,7 @@
 //! The application layer: builds the shared state from settings, binds the
-//! listeners (data, ops), starts the background work (policy reload, following
-//! the store's changes), and drains on shutdown. It wires the front doors
-//! together; none of them knows about another.
+//! listeners (data, ops, and ext_authz when set), starts the background work
+//! (policy reload, following the store's changes), and drains on shutdown. It
+//! wires the front doors together; none of them knows about another.
 
 pub mod allocator;
 mod data;
@@ -96,6 +96,8 @@ pub async fn build(settings: Settings) -> Result<Arc<AppState>, StartError> {
 pub struct Running {
     pub data_addr: SocketAddr,
     pub ops_addr: SocketAddr,
+    /// The ext_authz gRPC listener, when `ext_authz_listen` is set.
+    pub ext_authz_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -156,6 +158,37 @@ pub async fn serve_ops(state: Arc<AppState>, listener: TcpListener, stop: watch:
         listener::Limits {
             max_connections: OPS_MAX_CONNECTIONS,
         },
+        || {},
+    )
+    .await
+}
+
+/// Serve Envoy's ext_authz gRPC service (HTTP/2) on `listener` with the
+/// same accept loop, connection cap and drain as the data listener.
+async fn serve_ext_authz(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+    max_connections: usize,
+) {
+    use tonic::codegen::Service;
+    let drain = state.settings.drain;
+    let svc = crate::ext_authz::service::server(state);
+    listener::serve(
+        "ext_authz",
+        listener,
+        move |req, _peer| {
+            let mut svc = svc.clone();
+            async move {
+                match svc.call(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        },
+        stop,
+        drain,
+        listener::Limits { max_connections },
         || {},
     )
     .await
@@ -238,6 +271,19 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         addr: state.settings.ops_listen,
         source,
     })?;
+    let ext_authz = match state.settings.ext_authz_listen {
+        Some(addr) => {
+            let l = bind("ext_authz_listen", addr).await?;
+            let bound = l.local_addr().map_err(|source| StartError::Bind {
+                setting: "ext_authz_listen",
+                addr,
+                source,
+            })?;
+            Some((l, bound))
+        }
+        None => None,
+    };
+    let ext_authz_addr = ext_authz.as_ref().map(|(_, a)| *a);
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -271,6 +317,14 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         listener::Limits { max_connections },
         move || s.set_ready(false),
     )));
+    if let Some((listener, _)) = ext_authz {
+        tasks.push(tokio::spawn(serve_ext_authz(
+            state.clone(),
+            listener,
+            rx.clone(),
+            max_connections,
+        )));
+    }
     tasks.push(spawn_ops_thread(state.clone(), ops, rx.clone())?);
     let s = state.clone();
     tasks.push(tokio::spawn(reload::watch(s, rx.clone())));
@@ -299,6 +353,7 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     tracing::info!(
         data = %data_addr,
         ops = %ops_addr,
+        ext_authz = ?ext_authz_addr,
         store = state.store.kind(),
         policy_version = state.policies.current().version,
         "rolegate ready"
@@ -306,6 +361,7 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     Ok(Running {
         data_addr,
         ops_addr,
+        ext_authz_addr,
         state,
         shutdown: tx,
         tasks,

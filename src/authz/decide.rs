@@ -106,6 +106,7 @@ pub fn decide_action(
 /// The one structured line of a deny: the same facts `rolegate explain` prints.
 pub fn log_deny(
     request_id: &str,
+    door: &str,
     route: &Route,
     action: &str,
     resource: &str,
@@ -114,6 +115,7 @@ pub fn log_deny(
 ) {
     tracing::info!(
         request_id,
+        door,
         route = %format_args!("{} {}", route.method, route.template),
         action,
         resource,

@@ -130,7 +130,7 @@ impl StoreArgs {
     }
 }
 
-/// The two listeners.
+/// The listeners.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ListenArgs {
     /// Data listener address (default: 127.0.0.1:8080)
@@ -139,12 +139,16 @@ pub struct ListenArgs {
     /// Ops listener address: /live, /ready, /metrics, /status, /reload (default: 127.0.0.1:9090)
     #[arg(long, env = "ROLEGATE_OPS_LISTEN", value_name = "ADDR")]
     pub ops_listen: Option<String>,
+    /// Envoy ext_authz gRPC listener address (default: off)
+    #[arg(long, env = "ROLEGATE_EXT_AUTHZ_LISTEN", value_name = "ADDR")]
+    pub ext_authz_listen: Option<String>,
 }
 
 impl ListenArgs {
     fn apply(&self, o: &mut Overrides) {
         o.listen.clone_from(&self.listen);
         o.ops_listen.clone_from(&self.ops_listen);
+        o.ext_authz_listen.clone_from(&self.ext_authz_listen);
     }
 }
 

@@ -36,7 +36,7 @@ use crate::authz::play::{stream_of, PlayRequest};
 use crate::authz::routes::{Endpoint, Handler, ResourceId, Route};
 use crate::authz::{Outcome, PolicySnapshot, PolicyStore};
 use crate::error::ApiError;
-use crate::metrics::{Metrics, Stage};
+use crate::metrics::{Door, Metrics, Stage};
 use crate::reason::Reason;
 use crate::request::path;
 use crate::store::SharedStore;
@@ -52,6 +52,8 @@ pub struct Question<'a> {
     pub headers: &'a HeaderMap,
     pub client_ip: IpAddr,
     pub request_id: &'a HeaderValue,
+    /// The front door asking, for the deny log line.
+    pub door: Door,
 }
 
 /// What may happen to an allowed request.
@@ -208,6 +210,7 @@ impl Decider {
         let Some(m) = snapshot.routes.find(q.method, q.path) else {
             tracing::info!(
                 request_id = q.request_id.to_str().unwrap_or(""),
+                door = q.door.as_str(),
                 method = q.method,
                 path = %q.path,
                 principal = %caller.actor(),
@@ -284,6 +287,7 @@ impl Decider {
                 );
                 log_deny(
                     q.request_id.to_str().unwrap_or(""),
+                    q.door.as_str(),
                     &route,
                     &route.action,
                     &format!("{}::\"{resource_id}\"", route.resource_type),
@@ -337,6 +341,7 @@ impl Decider {
             Decision::Deny(outcome) => {
                 tracing::info!(
                     request_id = q.request_id.to_str().unwrap_or(""),
+                    door = q.door.as_str(),
                     stream = %stream,
                     org = %claims.org,
                     jti = %claims.jti,

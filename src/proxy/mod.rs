@@ -3,7 +3,7 @@
 //! matched is what is forwarded), the body limit, and forwarding an allowed
 //! request to the upstream ([`Proxy::forward`], which takes the [`Allowed`]
 //! proof) through rolegate's own connection pool ([`upstream`]). The guarded
-//! playback prefix ([`is_under_prefix`]) forwards through the same door.
+//! playback prefix (`request::path::is_under_prefix`) forwards through the same door.
 //!
 //! The pipeline that ties the data listener's doors together (proxy,
 //! forward-auth, the management API) is `app::data`.
@@ -129,11 +129,4 @@ impl Proxy {
             .insert(REQUEST_ID_NAME, request_id.clone());
         Ok(resp.map(Either::Left))
     }
-}
-
-/// Whether `path` (normalised) is under the guarded playback `prefix`, where
-/// requests carry a playback token and the decision core decides `play`.
-pub fn is_under_prefix(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

@@ -138,6 +138,13 @@ pub fn query_has_tag_filter(query: Option<&str>) -> bool {
     super::query::Query::new(query).has_value(&["tags", "tags[]", "tag"])
 }
 
+/// Whether `path` (normalised) is under the guarded playback `prefix`, where
+/// requests carry a playback token and the decision core decides `play`.
+pub fn is_under_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

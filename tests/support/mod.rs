@@ -220,6 +220,8 @@ async fn store_location(dir: &Path) -> String {
 pub struct Sidecar {
     pub base: String,
     pub ops: String,
+    /// The ext_authz gRPC listener (`http://…`), when `ext_authz_listen` is set.
+    pub ext_authz: Option<String>,
     pub state: Arc<AppState>,
     pub settings: Settings,
     pub dir: Arc<tempfile::TempDir>,
@@ -270,6 +272,7 @@ impl Sidecar {
         Sidecar {
             base: format!("http://{}", running.data_addr),
             ops: format!("http://{}", running.ops_addr),
+            ext_authz: running.ext_authz_addr.map(|a| format!("http://{a}")),
             state,
             settings,
             dir,

@@ -8,7 +8,8 @@
 //! - [`app`] — wiring: listeners and their accept loop, the data-listener
 //!   pipeline, reload, following a shared store's changes, shutdown;
 //! - front doors — [`proxy`] (forwarding with an [`decision::Allowed`]),
-//!   [`forward_auth`] (nginx, Traefik), [`api`] (the management API), [`ops`];
+//!   [`forward_auth`] (nginx, Traefik), [`authzen`] (the AuthZEN evaluation
+//!   API), [`api`] (the management API), [`ops`];
 //! - [`state`], [`config`] — the shared components and the settings;
 //! - the decision core — [`decision`] (**where the decision is made**:
 //!   credential + request description → verdict), [`policy_tools`] (the
@@ -29,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod authn;
 pub mod authz;
+pub mod authzen;
 pub mod cli;
 pub mod clock;
 pub mod config;

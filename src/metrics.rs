@@ -50,6 +50,9 @@ impl Stage {
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<DecisionLabels, Counter>,
+    /// AuthZEN evaluations by decision and reason (one per evaluation, so a
+    /// batch cut short by its semantic counts only what was evaluated).
+    pub authzen_evaluations: Family<DecisionLabels, Counter>,
     pub stage_seconds: Family<StageLabels, Histogram>,
     /// One handle per stage, taken from `stage_seconds` at start-up: an
     /// observation then skips the family's lock and label hashing, which
@@ -104,6 +107,7 @@ impl Metrics {
             .clone();
         let m = Metrics {
             requests,
+            authzen_evaluations: Family::default(),
             stage_seconds,
             stages,
             allow_forwarded,
@@ -124,6 +128,11 @@ impl Metrics {
             "requests",
             "Requests by decision and reason",
             m.requests.clone(),
+        );
+        registry.register(
+            "authzen_evaluations",
+            "AuthZEN evaluations by decision and reason",
+            m.authzen_evaluations.clone(),
         );
         registry.register(
             "stage_seconds",
@@ -188,6 +197,16 @@ impl Metrics {
         self.requests
             .get_or_create(&DecisionLabels {
                 decision,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// One AuthZEN evaluation, allowed or denied for `reason`.
+    pub fn count_evaluation(&self, allowed: bool, reason: Reason) {
+        self.authzen_evaluations
+            .get_or_create(&DecisionLabels {
+                decision: if allowed { "allow" } else { "deny" },
                 reason: reason.as_str(),
             })
             .inc();

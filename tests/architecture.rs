@@ -22,7 +22,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config"]),
     ("state", &["state"]),
     // Front doors: siblings that never import one another.
-    ("front doors", &["proxy", "forward_auth", "api", "ops"]),
+    (
+        "front doors",
+        &["proxy", "forward_auth", "authzen", "api", "ops"],
+    ),
     ("app", &["app"]),
     ("cli", &["cli"]),
 ];

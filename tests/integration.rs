@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod authzen;
 mod cli;
 mod deploy;
 mod forward_auth;

@@ -219,6 +219,8 @@ async fn store_location(dir: &Path) -> String {
 pub struct Sidecar {
     pub base: String,
     pub ops: String,
+    /// The AuthZEN listener, when the config sets `authzen_listen`.
+    pub authzen: Option<String>,
     pub state: Arc<AppState>,
     pub settings: Settings,
     pub dir: Arc<tempfile::TempDir>,
@@ -269,6 +271,7 @@ impl Sidecar {
         Sidecar {
             base: format!("http://{}", running.data_addr),
             ops: format!("http://{}", running.ops_addr),
+            authzen: running.authzen_addr.map(|a| format!("http://{a}")),
             state,
             settings,
             dir,

@@ -931,4 +931,47 @@ mod tests {
             "{missing}"
         );
     }
+
+    #[test]
+    fn the_authzen_listener_is_off_by_default_and_its_secrets_never_print() {
+        let off = Settings::resolve(&repo_overrides(), &env_with_secret(), false).unwrap();
+        assert!(off.authzen.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("pep.tokens");
+        let (a, b) = (
+            "pep-secret-a-0123456789abcdef0123456789",
+            "pep-secret-b-0123456789abcdef0123456789",
+        );
+        std::fs::write(&tokens, format!("{a}\n\n  {b}  \n")).unwrap();
+        let o = Overrides {
+            authzen_listen: Some("127.0.0.1:0".to_owned()),
+            authzen_pep_token_file: Some(tokens),
+            authzen_pdp_url: Some("https://pdp.example:8443/".to_owned()),
+            ..repo_overrides()
+        };
+        let settings = Settings::resolve(&o, &env_with_secret(), false).unwrap();
+        let authzen = settings.authzen.as_ref().unwrap();
+        assert_eq!(authzen.pep_token_digests.len(), 2);
+        assert_eq!(authzen.pdp_url.as_deref(), Some("https://pdp.example:8443"));
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains(a) && !printed.contains(b), "{printed}");
+        assert!(printed.contains("[2 redacted]"), "{printed}");
+        for bad in [
+            "pdp.example",
+            "ftp://pdp.example",
+            "https://pdp.example/tenant",
+            "https://pdp.example/?x=1",
+            "https://pdp.example/#f",
+        ] {
+            let o = Overrides {
+                authzen_pdp_url: Some(bad.to_owned()),
+                ..o.clone()
+            };
+            let e = Settings::resolve(&o, &env_with_secret(), false).unwrap_err();
+            assert!(
+                e.to_string().contains("setting `authzen_pdp_url`"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -1070,3 +1070,62 @@ fn a_bad_authzen_setting_stops_start_up_naming_it() {
         );
     }
 }
+
+/// On the guarded playback prefix the gateway profile decides as the proxy
+/// does there: with the viewer's playback token (as the subject, or in the
+/// query), for the streams it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_profile_decides_the_playback_prefix_as_the_proxy() {
+    let w = world("playback_prefix = \"/playback\"\n").await;
+    let api = w.sc.token(&w.operator.id).await;
+    let r =
+        w.sc.send(
+            "POST",
+            "/playback/token",
+            &[support::tok(&api)],
+            Some(&json!({"streams": ["s1"]}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["data"]["token"].as_str().unwrap().to_owned();
+    let viewer = json!({"type": "playback", "id": t});
+    let anonymous = json!({"type": "anonymous", "id": "viewer"});
+    for (subject, path, query) in [
+        (&viewer, "/playback/s1/index.m3u8", None),
+        (&viewer, "/playback/s2/index.m3u8", None),
+        (
+            &anonymous,
+            "/playback/s1/index.m3u8",
+            Some(format!("token={t}")),
+        ),
+        (&anonymous, "/playback/s1/index.m3u8", None),
+    ] {
+        let id = match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let d = w
+            .evaluation(json!({"subject": subject, "action": {"name": "GET"}, "resource": {"type": "route", "id": id}}))
+            .await
+            .json();
+        let bearer = format!("Bearer {t}");
+        let headers: Vec<(&str, &str)> = if subject["type"] == "playback" {
+            vec![("authorization", bearer.as_str())]
+        } else {
+            vec![]
+        };
+        let seen = w.echo.count();
+        let proxy = w.sc.send("GET", &id, &headers, None).await;
+        let forwarded = w.echo.count() == seen + 1;
+        assert_eq!(d["decision"], forwarded, "{id}: {d} vs {}", proxy.status);
+        assert_eq!(d["context"]["status"], proxy.status.as_u16(), "{id}");
+        if !forwarded {
+            assert_eq!(d["context"]["reason"], proxy.reason(), "{id}");
+        }
+    }
+    assert_eq!(
+        w.echo.count(),
+        2,
+        "the proxy forwarded the two allowed plays"
+    );
+}

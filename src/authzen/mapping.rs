@@ -3,7 +3,8 @@
 //!
 //! - **API gateway** (`resource.type` = `route`): "may the bearer of this
 //!   credential send METHOD PATH?". The subject carries the caller's
-//!   credential (`token`, `apikey`, `playerkey`; or `anonymous`), and/or
+//!   credential (`token`, `apikey`, `playerkey`, `playback` on the guarded
+//!   playback prefix; or `anonymous`), and/or
 //!   `context.headers` the original request's headers; `action.name` is the
 //!   method, `resource.id` the path (and query). Decided by
 //!   [`Decider::decide`](crate::decision::Decider::decide), the proxy's own
@@ -20,6 +21,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -121,12 +123,18 @@ fn request_headers(ev: &Evaluation) -> Result<HeaderMap, Reason> {
         "token" => Some(credential::TOKEN_HEADER),
         "apikey" => Some(credential::API_KEY_HEADER),
         "playerkey" => Some(credential::PLAYER_KEY_HEADER),
+        // A viewer's playback token, as the guarded prefix reads it.
+        "playback" => Some(AUTHORIZATION.as_str()),
         "anonymous" => None,
         _ => return Err(Reason::UnknownSubjectType),
     };
     if let Some(name) = name {
-        let value =
-            HeaderValue::from_str(&ev.subject.id).map_err(|_| Reason::MalformedCredential)?;
+        let value = if name == AUTHORIZATION.as_str() {
+            HeaderValue::from_str(&format!("Bearer {}", ev.subject.id))
+        } else {
+            HeaderValue::from_str(&ev.subject.id)
+        };
+        let value = value.map_err(|_| Reason::MalformedCredential)?;
         headers.append(HeaderName::from_static(name), value);
     }
     let Some(given) = ev.context("headers") else {
@@ -194,6 +202,28 @@ async fn route_profile(
         client_ip,
         request_id,
     };
+    // The guarded playback prefix, as the data listener routes it: a path
+    // under it that no route names is decided with a playback token.
+    if let Some(prefix) = &state.settings.playback_prefix {
+        if under_prefix(&normal, prefix)
+            && state
+                .policies
+                .current()
+                .routes
+                .find(method, &normal)
+                .is_none()
+        {
+            return match state.decider.play(&question, prefix).await {
+                Ok(_) => Ok(Answer {
+                    allowed: true,
+                    reason: Reason::PolicyAllow,
+                    status: Some(200),
+                    policies: None,
+                }),
+                Err(e) => from_error(e),
+            };
+        }
+    }
     let mut explanation = Explanation::default();
     let verdict = state
         .decider
@@ -216,6 +246,12 @@ async fn route_profile(
         answer.policies = Some(explanation.policies);
     }
     Ok(answer)
+}
+
+/// Whether `path` is `prefix` or below it (as the data listener reads the prefix).
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether `name` is an action a request can be for (not an action group).

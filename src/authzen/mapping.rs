@@ -171,6 +171,10 @@ async fn route_profile(
     let headers = match request_headers(ev) {
         Ok(h) => h,
         Err(Reason::UnknownSubjectType) => return Ok(Answer::deny(Reason::UnknownSubjectType)),
+        // A credential no header can carry: the proxy's 401 for a malformed one.
+        Err(Reason::MalformedCredential) => {
+            return Ok(Answer::deny_as(Reason::MalformedCredential, 401))
+        }
         Err(r) => return Ok(Answer::deny_as(r, 400)),
     };
     let method = ev.action.name.as_str();

@@ -60,6 +60,8 @@ pub const DEFAULT_CHANGE_POLL_MS: u64 = 250;
 pub const DEFAULT_MAX_CHANGE_LAG_SECS: u64 = 10;
 /// Shortest master secret accepted (256 bits).
 pub const MIN_MASTER_SECRET_LEN: usize = 32;
+/// Shortest AuthZEN PEP credential accepted: a bearer secret, as strong as the master secret.
+pub const MIN_PEP_TOKEN_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -108,6 +110,12 @@ pub struct Overrides {
     pub drain_seconds: Option<u64>,
     /// Forward without authorization, benchmarks only (`ROLEGATE_PASSTHROUGH`).
     pub passthrough: Option<bool>,
+    /// AuthZEN evaluation API listener address (`ROLEGATE_AUTHZEN_LISTEN`).
+    pub authzen_listen: Option<String>,
+    /// File of the PEP credentials the AuthZEN listener accepts (`ROLEGATE_AUTHZEN_PEP_TOKEN_FILE`).
+    pub authzen_pep_token_file: Option<PathBuf>,
+    /// The AuthZEN Policy Decision Point identifier (`ROLEGATE_AUTHZEN_PDP_URL`).
+    pub authzen_pdp_url: Option<String>,
 }
 
 /// The config file's shape.
@@ -146,6 +154,35 @@ pub struct FileConfig {
     pub change_poll_ms: Option<u64>,
     pub max_change_lag_secs: Option<u64>,
     pub replica_id: Option<String>,
+    pub authzen_listen: Option<String>,
+    pub authzen_pep_token_file: Option<PathBuf>,
+    pub authzen_pdp_url: Option<String>,
+}
+
+/// The AuthZEN evaluation API (`authzen_*` settings); off unless `authzen_listen` is set.
+#[derive(Clone)]
+pub struct AuthzenSettings {
+    pub listen: SocketAddr,
+    /// SHA-256 digests of the accepted PEP credentials (one per line of the
+    /// file, so a credential can be rolled without a gap). Only digests are
+    /// kept: they are compared in constant time and never printed.
+    pub pep_token_digests: Vec<[u8; 32]>,
+    /// The Policy Decision Point identifier the metadata document announces;
+    /// `None`: `http://` and the listener's bound address.
+    pub pdp_url: Option<String>,
+}
+
+impl std::fmt::Debug for AuthzenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzenSettings")
+            .field("listen", &self.listen)
+            .field(
+                "pep_token_digests",
+                &format_args!("[{} redacted]", self.pep_token_digests.len()),
+            )
+            .field("pdp_url", &self.pdp_url)
+            .finish()
+    }
 }
 
 /// Validated settings. `Debug` is written out by hand: the master secret
@@ -193,6 +230,7 @@ pub struct Settings {
     /// This replica's name in heartbeats and receipts; `None`: the host name
     /// and the data listener's bound port (`app::start`).
     pub replica_id: Option<String>,
+    pub authzen: Option<AuthzenSettings>,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -231,6 +269,7 @@ impl std::fmt::Debug for Settings {
             change_poll,
             max_change_lag,
             replica_id,
+            authzen,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -264,6 +303,7 @@ impl std::fmt::Debug for Settings {
             .field("replica_id", replica_id)
             .field("shadow_policies_dir", shadow_policies_dir)
             .field("forward_credentials", forward_credentials)
+            .field("authzen", authzen)
             .finish()
     }
 }
@@ -761,6 +801,96 @@ fn dashboard_prefix(
     Ok(Some(p.to_owned()))
 }
 
+/// The AuthZEN listener, its PEP credentials and its identifier. Off (`None`)
+/// unless `authzen_listen` is set; then the credential file is required, so
+/// the evaluation API is never open to anonymous callers.
+fn authzen(
+    o: &Overrides,
+    file: &FileConfig,
+    base: Option<&Path>,
+) -> Result<Option<AuthzenSettings>, ConfigError> {
+    let Some(listen) = o
+        .authzen_listen
+        .as_deref()
+        .or(file.authzen_listen.as_deref())
+    else {
+        return Ok(None);
+    };
+    let listen = addr("authzen_listen", listen)?;
+    let path = o
+        .authzen_pep_token_file
+        .clone()
+        .or_else(|| file.authzen_pep_token_file.clone().map(|p| rel(base, p)))
+        .ok_or_else(|| {
+            invalid(
+                "authzen_pep_token_file",
+                "missing: the AuthZEN listener needs the PEP credentials it accepts (a file, one secret of at least 32 bytes per line)",
+            )
+        })?;
+    let text = std::fs::read(&path).map_err(|e| {
+        invalid(
+            "authzen_pep_token_file",
+            format!("cannot read `{}`: {e}", path.display()),
+        )
+    })?;
+    let mut pep_token_digests = Vec::new();
+    for (n, line) in text.split(|b| *b == b'\n').enumerate() {
+        let token = line.trim_ascii();
+        if token.is_empty() {
+            continue;
+        }
+        if token.len() < MIN_PEP_TOKEN_LEN || !token.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "authzen_pep_token_file",
+                format!(
+                    "line {}: a credential is at least {MIN_PEP_TOKEN_LEN} visible ASCII characters (e.g. `openssl rand -hex 32`)",
+                    n + 1
+                ),
+            ));
+        }
+        pep_token_digests.push(<sha2::Sha256 as sha2::Digest>::digest(token).into());
+    }
+    if pep_token_digests.is_empty() {
+        return Err(invalid(
+            "authzen_pep_token_file",
+            format!("`{}` holds no credential", path.display()),
+        ));
+    }
+    let pdp_url = match o
+        .authzen_pdp_url
+        .as_deref()
+        .or(file.authzen_pdp_url.as_deref())
+    {
+        Some(u) => Some(pdp_url(u)?),
+        None => None,
+    };
+    Ok(Some(AuthzenSettings {
+        listen,
+        pep_token_digests,
+        pdp_url,
+    }))
+}
+
+/// A Policy Decision Point identifier: an `https` (or, behind a mesh that
+/// terminates TLS, `http`) URL of a host, without path, query or fragment;
+/// the AuthZEN endpoints are at its default paths. Returned without a trailing `/`.
+fn pdp_url(u: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| invalid("authzen_pdp_url", format!("`{u}` {why}"));
+    let uri: http::Uri = u.parse().map_err(|_| bad("is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.authority().is_none() {
+        return Err(bad("must be an https://host[:port] URL"));
+    }
+    if uri.query().is_some() || u.contains('#') {
+        return Err(bad("must have no query or fragment"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad(
+            "must have no path (the endpoints are at their default paths)",
+        ));
+    }
+    Ok(u.trim_end_matches('/').to_owned())
+}
+
 impl Settings {
     /// Merge flags/env (`o`), the config file and defaults, then validate,
     /// section by section (the first bad setting is the one reported).
@@ -785,6 +915,7 @@ impl Settings {
         let cache = cache(&file)?;
         let proxy = proxy_behaviour(o, &file, base)?;
         let change_log = change_log(&file)?;
+        let authzen = authzen(o, &file, base)?;
 
         Ok(Settings {
             listen,
@@ -818,6 +949,7 @@ impl Settings {
             change_poll: change_log.poll,
             max_change_lag: change_log.max_lag,
             replica_id: change_log.replica_id,
+            authzen,
         })
     }
 
@@ -957,5 +1089,48 @@ mod tests {
             missing.to_string().contains("setting `schema_dir`"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn the_authzen_listener_is_off_by_default_and_its_secrets_never_print() {
+        let off = Settings::resolve(&repo_overrides(), &env_with_secret(), false).unwrap();
+        assert!(off.authzen.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("pep.tokens");
+        let (a, b) = (
+            "pep-secret-a-0123456789abcdef0123456789",
+            "pep-secret-b-0123456789abcdef0123456789",
+        );
+        std::fs::write(&tokens, format!("{a}\n\n  {b}  \n")).unwrap();
+        let o = Overrides {
+            authzen_listen: Some("127.0.0.1:0".to_owned()),
+            authzen_pep_token_file: Some(tokens),
+            authzen_pdp_url: Some("https://pdp.example:8443/".to_owned()),
+            ..repo_overrides()
+        };
+        let settings = Settings::resolve(&o, &env_with_secret(), false).unwrap();
+        let authzen = settings.authzen.as_ref().unwrap();
+        assert_eq!(authzen.pep_token_digests.len(), 2);
+        assert_eq!(authzen.pdp_url.as_deref(), Some("https://pdp.example:8443"));
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains(a) && !printed.contains(b), "{printed}");
+        assert!(printed.contains("[2 redacted]"), "{printed}");
+        for bad in [
+            "pdp.example",
+            "ftp://pdp.example",
+            "https://pdp.example/tenant",
+            "https://pdp.example/?x=1",
+            "https://pdp.example/#f",
+        ] {
+            let o = Overrides {
+                authzen_pdp_url: Some(bad.to_owned()),
+                ..o.clone()
+            };
+            let e = Settings::resolve(&o, &env_with_secret(), false).unwrap_err();
+            assert!(
+                e.to_string().contains("setting `authzen_pdp_url`"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -8,9 +8,9 @@
 //! - [`app`] — wiring: listeners and their accept loop, the data-listener
 //!   pipeline, reload, following a shared store's changes, shutdown;
 //! - front doors — [`proxy`] (forwarding with an [`decision::Allowed`]),
-//!   [`forward_auth`] (nginx, Traefik), [`ext_authz`] (Envoy, Istio), [`api`]
-//!   (the management API), [`dashboard`] (its web pages, public static
-//!   files), [`ops`];
+//!   [`forward_auth`] (nginx, Traefik), [`ext_authz`] (Envoy, Istio),
+//!   [`authzen`] (the AuthZEN evaluation API), [`api`] (the management API),
+//!   [`dashboard`] (its web pages, public static files), [`ops`];
 //! - [`state`], [`config`] — the shared components and the settings;
 //! - the decision core — [`decision`] (**where the decision is made**:
 //!   credential + request description → verdict), [`policy_tools`] (the
@@ -31,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod authn;
 pub mod authz;
+pub mod authzen;
 pub mod cli;
 pub mod clock;
 pub mod config;

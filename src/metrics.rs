@@ -27,16 +27,24 @@ pub enum Door {
     ForwardAuth,
     /// Envoy's ext_authz gRPC service.
     ExtAuthz,
+    /// The AuthZEN evaluation API (gateway profile).
+    Authzen,
 }
 
 impl Door {
-    const ALL: [Door; 3] = [Door::Proxy, Door::ForwardAuth, Door::ExtAuthz];
+    const ALL: [Door; 4] = [
+        Door::Proxy,
+        Door::ForwardAuth,
+        Door::ExtAuthz,
+        Door::Authzen,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Door::Proxy => "proxy",
             Door::ForwardAuth => "forward_auth",
             Door::ExtAuthz => "ext_authz",
+            Door::Authzen => "authzen",
         }
     }
 }
@@ -76,6 +84,9 @@ impl Stage {
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<DecisionLabels, Counter>,
+    /// AuthZEN evaluations by decision and reason (one per evaluation, so a
+    /// batch cut short by its semantic counts only what was evaluated).
+    pub authzen_evaluations: Family<DecisionLabels, Counter>,
     pub stage_seconds: Family<StageLabels, Histogram>,
     /// One handle per stage, taken from `stage_seconds` at start-up: an
     /// observation then skips the family's lock and label hashing, which
@@ -83,7 +94,7 @@ pub struct Metrics {
     stages: [Histogram; 4],
     /// `allow`/`forwarded` per door, taken from `requests` at start-up: the
     /// hottest outcome skips the family's lock and label hashing.
-    allow_forwarded: [Counter; 3],
+    allow_forwarded: [Counter; 4],
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_joined: Counter,
@@ -143,6 +154,7 @@ impl Metrics {
         });
         let m = Metrics {
             requests,
+            authzen_evaluations: Family::default(),
             stage_seconds,
             stages,
             allow_forwarded,
@@ -167,6 +179,11 @@ impl Metrics {
             "requests",
             "Requests by decision, reason and front door",
             m.requests.clone(),
+        );
+        registry.register(
+            "authzen_evaluations",
+            "AuthZEN evaluations by decision and reason",
+            m.authzen_evaluations.clone(),
         );
         registry.register(
             "stage_seconds",
@@ -253,6 +270,17 @@ impl Metrics {
                 decision,
                 reason: reason.as_str(),
                 door: door.as_str(),
+            })
+            .inc();
+    }
+
+    /// One AuthZEN evaluation, allowed or denied for `reason`.
+    pub fn count_evaluation(&self, allowed: bool, reason: Reason) {
+        self.authzen_evaluations
+            .get_or_create(&DecisionLabels {
+                decision: if allowed { "allow" } else { "deny" },
+                reason: reason.as_str(),
+                door: Door::Authzen.as_str(),
             })
             .inc();
     }

@@ -51,6 +51,8 @@ reasons! {
     BadCredentials => "bad_credentials",
     PlaybackTokenRequired => "playback_token_required",
     PlaybackTokenInvalid => "playback_token_invalid",
+    PepCredentialRequired => "pep_credential_required",
+    PepCredentialInvalid => "pep_credential_invalid",
     // Decisions.
     PolicyDeny => "policy_deny",
     NoRoute => "no_route",
@@ -59,6 +61,9 @@ reasons! {
     NoOrganisation => "no_organisation",
     NoStream => "no_stream",
     MethodNotAllowed => "method_not_allowed",
+    UnknownSubjectType => "unknown_subject_type",
+    UnknownResourceType => "unknown_resource_type",
+    UnknownAction => "unknown_action",
     // The request itself.
     PathNotAbsolute => "path_not_absolute",
     PathAboveRoot => "path_above_root",
@@ -74,6 +79,9 @@ reasons! {
     AmbiguousParameter => "ambiguous_parameter",
     InvalidParameter => "invalid_parameter",
     InvalidBody => "invalid_body",
+    UnsupportedMediaType => "unsupported_media_type",
+    InvalidEvaluation => "invalid_evaluation",
+    TooManyEvaluations => "too_many_evaluations",
     InvalidEmail => "invalid_email",
     InvalidWebhook => "invalid_webhook",
     WeakPassword => "weak_password",
@@ -105,6 +113,7 @@ reasons! {
     Forwarded => "forwarded",
     Local => "local",
     ForwardAuth => "forward_auth",
+    PolicyAllow => "policy_allow",
 }
 
 impl std::fmt::Display for Reason {

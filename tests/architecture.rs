@@ -24,7 +24,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Front doors: siblings that never import one another.
     (
         "front doors",
-        &["proxy", "forward_auth", "ext_authz", "api", "dashboard", "ops"],
+        &[
+            "proxy",
+            "forward_auth",
+            "ext_authz",
+            "authzen",
+            "api",
+            "dashboard",
+            "ops",
+        ],
     ),
     ("app", &["app"]),
     ("cli", &["cli"]),

@@ -7,6 +7,7 @@ mod support;
 
 mod api_input;
 mod architecture;
+mod authzen;
 mod browser;
 mod changelog;
 mod cli;

@@ -1,7 +1,8 @@
 //! The application layer: builds the shared state from settings, binds the
-//! listeners (data, ops, and ext_authz when set), starts the background work
-//! (policy reload, following the store's changes), and drains on shutdown. It
-//! wires the front doors together; none of them knows about another.
+//! listeners (data, ops, and ext_authz and AuthZEN when set), starts the
+//! background work (policy reload, following the store's changes), and
+//! drains on shutdown. It wires the front doors together; none of them knows
+//! about another.
 
 pub mod allocator;
 mod data;
@@ -98,6 +99,8 @@ pub struct Running {
     pub ops_addr: SocketAddr,
     /// The ext_authz gRPC listener, when `ext_authz_listen` is set.
     pub ext_authz_addr: Option<SocketAddr>,
+    /// The AuthZEN listener's address, when `authzen_listen` is set.
+    pub authzen_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -142,6 +145,8 @@ async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, St
 const OPS_DRAIN: Duration = Duration::from_secs(1);
 /// Probes, scrapes and reloads: a handful of clients.
 const OPS_MAX_CONNECTIONS: usize = 64;
+/// Policy enforcement points keep a pool of connections each; a few gateways.
+const AUTHZEN_MAX_CONNECTIONS: usize = 1024;
 
 /// Serve the ops listener (`/live`, `/ready`, `/metrics`, `/status`,
 /// `POST /reload`) on `listener` until `stop` flips.
@@ -284,8 +289,39 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         None => None,
     };
     let ext_authz_addr = ext_authz.as_ref().map(|(_, a)| *a);
+    let authzen = match &state.settings.authzen {
+        Some(a) => {
+            let listener = bind("authzen_listen", a.listen).await?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                setting: "authzen_listen",
+                addr: a.listen,
+                source,
+            })?;
+            Some((listener, addr))
+        }
+        None => None,
+    };
+    let authzen_addr = authzen.as_ref().map(|(_, addr)| *addr);
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    if let Some((listener, addr)) = authzen {
+        let door = Arc::new(crate::authzen::Door::new(state.clone(), addr));
+        tracing::info!(authzen = %addr, pdp = door.pdp(), "AuthZEN evaluation API listening");
+        tasks.push(tokio::spawn(listener::serve(
+            "authzen",
+            listener,
+            move |req, peer| {
+                let door = door.clone();
+                async move { door.handle(req, peer).await }
+            },
+            rx.clone(),
+            state.settings.drain,
+            listener::Limits {
+                max_connections: AUTHZEN_MAX_CONNECTIONS,
+            },
+            || {},
+        )));
+    }
 
     let proxy = Proxy::new(
         upstream,
@@ -362,6 +398,7 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         data_addr,
         ops_addr,
         ext_authz_addr,
+        authzen_addr,
         state,
         shutdown: tx,
         tasks,

@@ -1,6 +1,6 @@
 //! `rolegate serve`: run the sidecar until SIGTERM/SIGINT, then drain.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -28,6 +28,15 @@ pub struct ServeArgs {
     /// Benchmark only: forward every request without authorization
     #[arg(long, env = "ROLEGATE_PASSTHROUGH", value_name = "BOOL")]
     pub passthrough: Option<bool>,
+    /// AuthZEN 1.0 evaluation API listener address (default: off)
+    #[arg(long, env = "ROLEGATE_AUTHZEN_LISTEN", value_name = "ADDR")]
+    pub authzen_listen: Option<String>,
+    /// File of the PEP credentials the AuthZEN listener accepts, one per line (required with it)
+    #[arg(long, env = "ROLEGATE_AUTHZEN_PEP_TOKEN_FILE", value_name = "FILE")]
+    pub authzen_pep_token_file: Option<PathBuf>,
+    /// The AuthZEN Policy Decision Point identifier, https://host[:port] (default: http:// and the listener's address)
+    #[arg(long, env = "ROLEGATE_AUTHZEN_PDP_URL", value_name = "URL")]
+    pub authzen_pdp_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -40,6 +49,10 @@ impl ServeArgs {
         o.worker_threads = self.worker_threads;
         o.drain_seconds = self.drain_seconds;
         o.passthrough = self.passthrough;
+        o.authzen_listen.clone_from(&self.authzen_listen);
+        o.authzen_pep_token_file
+            .clone_from(&self.authzen_pep_token_file);
+        o.authzen_pdp_url.clone_from(&self.authzen_pdp_url);
         Ok(Settings::resolve(&o, &ProcessEnv, true)?)
     }
 }

@@ -78,6 +78,17 @@ pub struct Local {
     pub snapshot: Arc<PolicySnapshot>,
 }
 
+/// What explains a decision, for a door that reports more than allow or deny
+/// (AuthZEN answers with the reason and, to admins, the policies).
+#[derive(Default)]
+pub struct Explanation {
+    /// Who was calling, once the credential verified.
+    pub caller: Option<Caller>,
+    /// The policies that determined the Cedar decision (empty when Cedar was
+    /// not asked: no credential that verified, no route).
+    pub policies: Vec<String>,
+}
+
 /// Everything a decision reads: the live (and shadow) policies, the principal
 /// cache in front of the store, and the token settings.
 pub struct Decider {
@@ -182,14 +193,14 @@ impl Decider {
     /// scoped to the caller's organisation (the upstream is told which one in a
     /// header it can trust); users are looked up, so a user of another
     /// organisation is denied by the tenant-isolation policy.
-    async fn resource_org(
+    pub async fn resource_org(
         &self,
-        route: &Route,
+        resource_type: &str,
         id: &str,
         caller: &Caller,
     ) -> Result<Arc<str>, ApiError> {
         let own = caller.org.clone().unwrap_or_else(|| Arc::from(""));
-        if route.resource_type == "User" {
+        if resource_type == "User" {
             if let Some(u) = self.store.user(id).await? {
                 return Ok(Arc::from(u.org_id.as_str()));
             }
@@ -200,12 +211,33 @@ impl Decider {
     /// Credential → principal → route → Cedar for a request in normal form.
     /// Any doubt is an error: no credential that verifies, no route, a deny.
     pub async fn decide(&self, q: &Question<'_>) -> Result<Verdict, ApiError> {
+        self.decide_inner(q, None).await
+    }
+
+    /// [`Decider::decide`], also filling in what explains the decision. The
+    /// same steps: only what is recorded differs.
+    pub async fn decide_explained(
+        &self,
+        q: &Question<'_>,
+        explanation: &mut Explanation,
+    ) -> Result<Verdict, ApiError> {
+        self.decide_inner(q, Some(explanation)).await
+    }
+
+    async fn decide_inner(
+        &self,
+        q: &Question<'_>,
+        mut explanation: Option<&mut Explanation>,
+    ) -> Result<Verdict, ApiError> {
         let snapshot = self.policies.current();
         let started = Instant::now();
         let cred = credential::extract(q.headers)?;
         let caller = self.authenticate(&cred).await?;
         self.metrics
             .observe(Stage::Credential, started.elapsed().as_secs_f64());
+        if let Some(e) = explanation.as_mut() {
+            e.caller = Some(caller.clone());
+        }
 
         let Some(m) = snapshot.routes.find(q.method, q.path) else {
             tracing::info!(
@@ -247,7 +279,9 @@ impl Decider {
         }
 
         let resource_id = m.resource_id().unwrap_or("").to_owned();
-        let org = self.resource_org(&route, &resource_id, &caller).await?;
+        let org = self
+            .resource_org(&route.resource_type, &resource_id, &caller)
+            .await?;
         let facts = RequestFacts {
             method: q.method,
             path: q.path,
@@ -262,6 +296,9 @@ impl Decider {
             .observe(Stage::Decision, decided.elapsed().as_secs_f64());
         let allowed = match decision {
             Decision::Allow(allowed) => {
+                if let Some(e) = explanation.as_deref_mut() {
+                    e.policies = allowed.policies().to_vec();
+                }
                 self.shadow_compare(
                     &caller,
                     &route,
@@ -275,6 +312,9 @@ impl Decider {
                 allowed
             }
             Decision::Deny(outcome) => {
+                if let Some(e) = explanation {
+                    e.policies = outcome.policies.clone();
+                }
                 self.shadow_compare(
                     &caller,
                     &route,

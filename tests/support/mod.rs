@@ -222,6 +222,8 @@ pub struct Sidecar {
     pub ops: String,
     /// The ext_authz gRPC listener (`http://…`), when `ext_authz_listen` is set.
     pub ext_authz: Option<String>,
+    /// The AuthZEN listener, when the config sets `authzen_listen`.
+    pub authzen: Option<String>,
     pub state: Arc<AppState>,
     pub settings: Settings,
     pub dir: Arc<tempfile::TempDir>,
@@ -273,6 +275,7 @@ impl Sidecar {
             base: format!("http://{}", running.data_addr),
             ops: format!("http://{}", running.ops_addr),
             ext_authz: running.ext_authz_addr.map(|a| format!("http://{a}")),
+            authzen: running.authzen_addr.map(|a| format!("http://{a}")),
             state,
             settings,
             dir,

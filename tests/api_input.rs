@@ -195,3 +195,70 @@ async fn playback_text_fields_are_limited_in_characters_not_bytes() {
         (400, "invalid_parameter".to_owned())
     );
 }
+
+#[tokio::test]
+async fn the_playground_takes_exactly_one_string_caller() {
+    let w = world().await;
+    // A `userId` that was not a string was passed over for `role`, and `role`
+    // beside a `userId` was ignored whatever it held.
+    let id = w.admin.id.as_str();
+    for (body, reason, parameter) in [
+        (
+            json!({"method": "GET", "path": "/stream", "role": "nanoUser", "userId": 5}),
+            "invalid_parameter",
+            "userId",
+        ),
+        (
+            json!({"method": "GET", "path": "/stream", "role": "nanoUser", "userId": ""}),
+            "invalid_parameter",
+            "userId",
+        ),
+        (
+            json!({"method": "GET", "path": "/stream", "role": "nanoReadOnly", "userId": id}),
+            "ambiguous_parameter",
+            "role",
+        ),
+    ] {
+        let r = w
+            .call("POST", "/policy/explain", Some(&body.to_string()))
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.reason(), reason, "{body}");
+        assert_eq!(World::parameter(&r), parameter, "{body}");
+    }
+    // Either one alone is answered.
+    for body in [
+        json!({"method": "GET", "path": "/stream", "role": "nanoUser"}),
+        json!({"method": "GET", "path": "/stream", "userId": id}),
+    ] {
+        let r = w
+            .call("POST", "/policy/explain", Some(&body.to_string()))
+            .await;
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+        assert_eq!(r.json()["data"]["allowed"], true, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_with_a_token_no_link_has_is_refused_and_changes_nothing() {
+    let w = world().await;
+    let before = w.sc.state.store.user(&w.admin.id).await.unwrap().unwrap();
+    let r =
+        w.sc.send(
+            "POST",
+            "/user/password",
+            &[],
+            Some(
+                &json!({"token": "pwr_no-such-link", "password": "a long new password"})
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.reason(), "reset_refused");
+    let after = w.sc.state.store.user(&w.admin.id).await.unwrap().unwrap();
+    assert_eq!(after.token_key, before.token_key);
+    assert_eq!(after.password_hash, before.password_hash);
+    // The caller's token still works.
+    assert_eq!(w.call("GET", "/organisation", None).await.status, 200);
+}

@@ -29,7 +29,28 @@ pub async fn explain(
     }
     // A user is asked about at their current role, and only within the
     // caller's own organisation.
-    let (role, user) = match body.get("userId").and_then(Value::as_str) {
+    // Exactly one of `role` and `userId`: a second one would be ignored
+    // whatever it held, and a `userId` that is not a string is refused rather
+    // than passed over for `role`.
+    let user_id = match body.get("userId") {
+        None => None,
+        Some(Value::String(id)) if !id.is_empty() => Some(id.as_str()),
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                Reason::InvalidParameter,
+                "userId",
+                "userId must be a non-empty string",
+            ))
+        }
+    };
+    if user_id.is_some() && body.get("role").is_some() {
+        return Err(ApiError::bad_param(
+            Reason::AmbiguousParameter,
+            "role",
+            "give either `role` or `userId`, not both",
+        ));
+    }
+    let (role, user) = match user_id {
         Some(id) => {
             let user = state
                 .store

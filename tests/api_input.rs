@@ -262,3 +262,26 @@ async fn a_password_with_a_token_no_link_has_is_refused_and_changes_nothing() {
     // The caller's token still works.
     assert_eq!(w.call("GET", "/organisation", None).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_address_sending_bad_reset_links_is_throttled_before_any_hashing() {
+    let w = world().await;
+    let attempt = || async {
+        w.sc.send(
+            "POST",
+            "/user/password",
+            &[],
+            Some(&json!({"token": "pwr_guess", "password": "a long new password"}).to_string()),
+        )
+        .await
+    };
+    for _ in 0..5 {
+        let r = attempt().await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.reason(), "reset_refused");
+    }
+    let r = attempt().await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    // Logins from the same address are throttled separately.
+    assert_eq!(w.call("GET", "/organisation", None).await.status, 200);
+}

@@ -15,7 +15,7 @@ use crate::authn::password::{self, MIN_PASSWORD_LEN};
 use crate::error::{json_response, ApiError, LocalBody};
 use crate::reason::Reason;
 use crate::state::AppState;
-use crate::store::{self, NewAudit, NewPasswordReset};
+use crate::store::{self, NewAudit, NewPasswordReset, StoreError};
 
 /// `POST /user/password/reset {userId}`: a reset link's token, shown once.
 pub async fn create_reset(
@@ -44,6 +44,9 @@ pub async fn create_reset(
     ))
 }
 
+/// The login throttle's slot for bad reset links (no email holds a NUL).
+const RESET_SLOT: &str = "\u{0}password-reset";
+
 /// `POST /user/password {token, password}`: use a reset link. The answer for
 /// a bad token is the same whether it never existed, was used or expired
 /// apart from the word saying which, none of which names a user.
@@ -62,11 +65,17 @@ pub async fn set_password(
             format!("password must have at least {MIN_PASSWORD_LEN} characters"),
         ));
     }
+    // The password is hashed before the link is checked (one transaction
+    // checks and uses it), so an address sending bad links is throttled as
+    // logins are: otherwise anyone could make rolegate hash at will.
+    if state.login_throttle.is_blocked(RESET_SLOT, ctx.client_ip) {
+        return Err(ApiError::TooManyRequests);
+    }
     let password_hash = password::hash_off_thread(new_password.to_owned())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
-    let user = state
+    let user = match state
         .store
         .use_password_reset(
             &store::key_hash(token),
@@ -74,7 +83,15 @@ pub async fn set_password(
             &password_hash,
             &store::random_key(),
         )
-        .await?;
+        .await
+    {
+        Ok(user) => user,
+        Err(e @ StoreError::ResetRefused(_)) => {
+            state.login_throttle.failed(RESET_SLOT, ctx.client_ip);
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     // The renewed tokenKey must bite on the user's very next request.
     state.cache.invalidate_user(&user.id);
     record(

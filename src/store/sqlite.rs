@@ -973,3 +973,29 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::SqliteStore;
+
+    /// A commit (and the revocation it records) must be on disk before the
+    /// answer: `synchronous = FULL` in WAL mode (2), not NORMAL (1).
+    #[tokio::test]
+    async fn commits_are_synced_to_disk_before_they_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db").display().to_string();
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (sync, journal): (i64, String) = store
+            .with(|c| {
+                c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .and_then(|s| c.query_row("PRAGMA journal_mode", [], |r| Ok((s, r.get(0)?))))
+                    .map_err(super::q)
+            })
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        assert_eq!(journal, "wal");
+    }
+}

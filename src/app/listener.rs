@@ -17,7 +17,9 @@
 //!
 //! Per-connection buffers are bounded by hyper's settings below: the request
 //! head (64 KiB, else 431), the header read time (10 s, else the connection
-//! is closed), and HTTP/2's streams and reset limits.
+//! is closed), and HTTP/2's streams and reset limits. With TLS
+//! ([`serve_tls`]) the handshake comes first, in the connection's task and
+//! under its own 10 s bound; what follows is the same.
 
 use std::future::Future;
 use std::net::SocketAddr;

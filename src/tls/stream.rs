@@ -1,6 +1,9 @@
 //! A connection as served or dialled: plain TCP or TLS over TCP. One type for
 //! both, so the accept loop and the upstream pool keep one code path; the
-//! TLS state is boxed, which keeps the plain case small.
+//! TLS state is boxed, which keeps the plain case small. Written here because
+//! tokio-rustls's own `TlsStream` enum has no plain variant, and a
+//! `Box<dyn AsyncRead + AsyncWrite>` would cost every plain connection an
+//! allocation and dynamic calls.
 
 use std::io;
 use std::pin::Pin;

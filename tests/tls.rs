@@ -339,3 +339,48 @@ fn bad_tls_settings_stop_start_up_naming_the_setting() {
     let s = resolve(d, &ok, https).unwrap();
     assert!(s.tls.is_some() && s.upstream_http2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_the_tls_listener_is_refused_and_frees_its_slot() {
+    let ca = Ca::new("test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = ca.server("rolegate").write(dir.path());
+    let echo = crate::support::Echo::start().await;
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        config: format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nmax_connections = 2\n",
+            c.display(),
+            k.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "u@acme.test", "nanoUser").await;
+    let t = sc.token(&u.id).await;
+    // More plain-text requests than there are connection slots: each fails
+    // its handshake, gets no HTTP answer, and gives its slot back.
+    for _ in 0..4 {
+        let out = crate::support::raw(
+            &sc.base,
+            format!("GET /stream HTTP/1.1\r\nHost: x\r\nx-bintu-token: {t}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    }
+    assert_eq!(echo.count(), 0);
+    let mut c = Client::new(
+        addr(&sc),
+        Some(ca.client_config(&["http/1.1"], None)),
+        Proto::H1,
+    );
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.send("GET", "/stream", &[tok(&t)], None),
+    )
+    .await
+    .expect("no slot was free");
+    assert_eq!(r.status, 200);
+    assert_eq!(echo.count(), 1);
+}

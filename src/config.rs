@@ -157,6 +157,11 @@ pub struct FileConfig {
     pub authzen_listen: Option<String>,
     pub authzen_pep_token_file: Option<PathBuf>,
     pub authzen_pdp_url: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub upstream_ca_file: Option<PathBuf>,
+    pub upstream_http2: Option<bool>,
 }
 
 /// The AuthZEN evaluation API (`authzen_*` settings); off unless `authzen_listen` is set.
@@ -231,6 +236,12 @@ pub struct Settings {
     /// and the data listener's bound port (`app::start`).
     pub replica_id: Option<String>,
     pub authzen: Option<AuthzenSettings>,
+    /// TLS on the data listener (`tls_*`); `None`: plain TCP (HTTP/1.1 and h2c).
+    pub tls: Option<crate::tls::server::ServerFiles>,
+    /// A private CA for an `https://` upstream, beside the system's roots.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Speak HTTP/2 to the upstream (ALPN `h2` over TLS, prior knowledge on http://).
+    pub upstream_http2: bool,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -270,6 +281,9 @@ impl std::fmt::Debug for Settings {
             max_change_lag,
             replica_id,
             authzen,
+            tls,
+            upstream_ca_file,
+            upstream_http2,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -304,6 +318,9 @@ impl std::fmt::Debug for Settings {
             .field("shadow_policies_dir", shadow_policies_dir)
             .field("forward_credentials", forward_credentials)
             .field("authzen", authzen)
+            .field("tls", tls)
+            .field("upstream_ca_file", upstream_ca_file)
+            .field("upstream_http2", upstream_http2)
             .finish()
     }
 }
@@ -448,10 +465,10 @@ fn upstream(
             let uri: http::Uri = u
                 .parse()
                 .map_err(|_| invalid("upstream", format!("`{u}` is not a URL")))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(invalid(
                     "upstream",
-                    format!("`{u}` must be an http://host:port URL"),
+                    format!("`{u}` must be an http://host:port or https://host:port URL"),
                 ));
             }
             if uri.path() != "/" && !uri.path().is_empty() {
@@ -891,6 +908,68 @@ fn pdp_url(u: &str) -> Result<String, ConfigError> {
     Ok(u.trim_end_matches('/').to_owned())
 }
 
+/// TLS on the data listener: certificate and key together or neither; the
+/// files are loaded here once so a bad one stops start-up naming its setting.
+fn server_tls(
+    file: &FileConfig,
+    base: Option<&Path>,
+) -> Result<Option<crate::tls::server::ServerFiles>, ConfigError> {
+    let cert = file.tls_cert_file.clone().map(|p| rel(base, p));
+    let key = file.tls_key_file.clone().map(|p| rel(base, p));
+    let client_ca = file.tls_client_ca_file.clone().map(|p| rel(base, p));
+    let files = match (cert, key) {
+        (Some(cert), Some(key)) => crate::tls::server::ServerFiles {
+            cert,
+            key,
+            client_ca,
+        },
+        (Some(_), None) => {
+            return Err(invalid(
+                "tls_key_file",
+                "missing: `tls_cert_file` is set, so the key is needed too",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "tls_cert_file",
+                "missing: `tls_key_file` is set, so the certificate is needed too",
+            ))
+        }
+        (None, None) if client_ca.is_some() => {
+            return Err(invalid(
+                "tls_client_ca_file",
+                "client certificates need TLS: set `tls_cert_file` and `tls_key_file`",
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    crate::tls::server::ServerTls::load(&files).map_err(|e| invalid(e.setting, e.to_string()))?;
+    Ok(Some(files))
+}
+
+/// The upstream's TLS and protocol: a private CA only makes sense for an
+/// `https://` upstream (set for an `http://` one it would suggest a TLS that
+/// is not there, so it is refused); the CA file is read here once.
+fn upstream_tls(
+    file: &FileConfig,
+    base: Option<&Path>,
+    upstream: Option<&http::Uri>,
+) -> Result<(Option<PathBuf>, bool), ConfigError> {
+    let http2 = file.upstream_http2.unwrap_or(false);
+    let ca = file.upstream_ca_file.clone().map(|p| rel(base, p));
+    if let Some(path) = &ca {
+        if upstream.is_some_and(|u| u.scheme_str() != Some("https")) {
+            return Err(invalid(
+                "upstream_ca_file",
+                "set, but `upstream` is not an https:// URL",
+            ));
+        }
+        crate::tls::client::upstream_config(Some(path), http2)
+            .map_err(|e| invalid(e.setting, e.to_string()))?;
+    }
+    Ok((ca, http2))
+}
+
 impl Settings {
     /// Merge flags/env (`o`), the config file and defaults, then validate,
     /// section by section (the first bad setting is the one reported).
@@ -916,6 +995,8 @@ impl Settings {
         let proxy = proxy_behaviour(o, &file, base)?;
         let change_log = change_log(&file)?;
         let authzen = authzen(o, &file, base)?;
+        let tls = server_tls(&file, base)?;
+        let (upstream_ca_file, upstream_http2) = upstream_tls(&file, base, upstream.as_ref())?;
 
         Ok(Settings {
             listen,
@@ -950,6 +1031,9 @@ impl Settings {
             max_change_lag: change_log.max_lag,
             replica_id: change_log.replica_id,
             authzen,
+            tls,
+            upstream_ca_file,
+            upstream_http2,
         })
     }
 

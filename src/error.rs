@@ -62,6 +62,9 @@ pub enum ApiError {
     UpstreamUnreachable(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The upstream's TLS certificate did not verify: a 502, never a downgrade.
+    #[error("upstream certificate not trusted: {0}")]
+    UpstreamUntrusted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -107,6 +110,9 @@ impl ApiError {
             ApiError::UpstreamTimeout => {
                 (StatusCode::GATEWAY_TIMEOUT, 5004, Reason::UpstreamTimeout)
             }
+            ApiError::UpstreamUntrusted(_) => {
+                (StatusCode::BAD_GATEWAY, 5002, Reason::UpstreamUntrusted)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 5000, Reason::Internal),
         }
     }
@@ -126,6 +132,7 @@ impl ApiError {
             ApiError::Store(_) | ApiError::NotReady => "Service temporarily unavailable".to_owned(),
             ApiError::UpstreamUnreachable(_) => "Upstream unreachable".to_owned(),
             ApiError::UpstreamTimeout => "Upstream timed out".to_owned(),
+            ApiError::UpstreamUntrusted(_) => "Upstream unreachable".to_owned(),
             ApiError::Internal(_) => "Internal error".to_owned(),
         }
     }

@@ -49,3 +49,4 @@ pub mod request;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -74,6 +74,7 @@ reasons! {
     DuplicateHost => "duplicate_host",
     MissingHost => "missing_host",
     BadHost => "bad_host",
+    HostAuthorityMismatch => "host_authority_mismatch",
     MethodOverride => "method_override",
     MissingParameter => "missing_parameter",
     AmbiguousParameter => "ambiguous_parameter",
@@ -108,6 +109,7 @@ reasons! {
     NotReady => "not_ready",
     UpstreamUnreachable => "upstream_unreachable",
     UpstreamTimeout => "upstream_timeout",
+    UpstreamUntrusted => "upstream_untrusted",
     Internal => "internal",
     // Allows, for the metrics label.
     Forwarded => "forwarded",

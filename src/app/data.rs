@@ -86,6 +86,7 @@ impl DataListener {
         let uri = req.uri().clone();
         let target = proxy::target(&uri)?;
         crate::request::head::check(req.version(), req.headers(), target.query)?;
+        crate::request::head::check_authority(req.version(), req.uri(), req.headers())?;
         proxy::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
 
         // The dashboard's pages are public files: answered here, before any

@@ -17,7 +17,9 @@
 //!
 //! Per-connection buffers are bounded by hyper's settings below: the request
 //! head (64 KiB, else 431), the header read time (10 s, else the connection
-//! is closed), and HTTP/2's streams and reset limits.
+//! is closed), and HTTP/2's streams and reset limits. With TLS
+//! ([`serve_tls`]) the handshake comes first, in the connection's task and
+//! under its own 10 s bound; what follows is the same.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,8 +32,11 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::tls::server::ServerTls;
+use crate::tls::stream::MaybeTls;
 
 /// Header-read timeout: a client that has not sent its headers by then is cut
 /// off (slowloris); hyper only enforces it with a timer configured.
@@ -41,6 +46,37 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// First and longest pause after an accept failed for lack of resources.
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A client that has not completed its TLS handshake by then is cut off.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection as hyper serves it: as accepted, or after a TLS handshake.
+/// `None` when the handshake failed, timed out or the listener is closing.
+async fn handshake(
+    name: &'static str,
+    stream: TcpStream,
+    tls: Option<&ServerTls>,
+    conn: &Conn,
+) -> Option<MaybeTls> {
+    let Some(tls) = tls else {
+        return Some(MaybeTls::Plain(stream));
+    };
+    tokio::select! {
+        done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)) => match done {
+            Ok(Ok(s)) => Some(MaybeTls::Server(Box::new(s))),
+            Ok(Err(e)) => {
+                tracing::debug!(listener = name, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(listener = name, "TLS handshake timed out");
+                None
+            }
+        },
+        // The drain asks every connection to close; one still shaking hands has no request to finish.
+        _ = conn.close.notified() => None,
+    }
+}
 
 /// How many connections a listener holds open.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +192,30 @@ pub async fn serve<F, Fut, B>(
     name: &'static str,
     listener: TcpListener,
     handle: F,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    limits: Limits,
+    on_stop: impl FnOnce(),
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_tls(name, listener, None, handle, stop, drain, limits, on_stop).await
+}
+
+/// [`serve`], with a TLS handshake first on every connection when `tls` is
+/// set. The handshake runs in the connection's own task, under
+/// [`TLS_HANDSHAKE_TIMEOUT`], holding its connection slot: a client that
+/// stalls mid-handshake costs one slot for a bounded time, like a slow head.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_tls<F, Fut, B>(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    handle: F,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     limits: Limits,
@@ -233,7 +293,13 @@ pub async fn serve<F, Fut, B>(
         let builder = builder.clone();
         let conns = conns.clone();
         let peak = peak.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let Some(stream) = handshake(name, stream, tls.as_deref(), &conn).await else {
+                conns.remove(&conn);
+                drop(permit);
+                return;
+            };
             let served = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(served);
             let result = tokio::select! {

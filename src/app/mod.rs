@@ -44,6 +44,8 @@ pub enum StartError {
     },
     #[error("upstream: {0}")]
     Upstream(UpstreamError),
+    #[error("setting `{setting}`: {0}", setting = .0.setting)]
+    Tls(crate::tls::TlsError),
     /// A route the dashboard's prefix would hide: it could never be reached.
     #[error(
         "dashboard_prefix `{prefix}` hides the route `{route}`: move the dashboard or the route"
@@ -246,6 +248,29 @@ fn ops_thread_error(source: std::io::Error) -> StartError {
     }
 }
 
+/// The data listener's TLS, when `tls_cert_file` is set, and the task that
+/// reloads its certificate when the files change.
+fn data_tls(
+    state: &AppState,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<Arc<crate::tls::server::ServerTls>>, StartError> {
+    let Some(files) = &state.settings.tls else {
+        return Ok(None);
+    };
+    let tls = Arc::new(crate::tls::server::ServerTls::load(files).map_err(StartError::Tls)?);
+    tracing::info!(
+        cert = %files.cert.display(),
+        client_certificates = files.client_ca.is_some(),
+        "TLS on the data listener (ALPN h2, http/1.1)"
+    );
+    tasks.push(tokio::spawn(
+        tls.clone()
+            .watch(stop.clone(), crate::tls::server::CHECK_INTERVAL),
+    ));
+    Ok(Some(tls))
+}
+
 /// The machine's (in Kubernetes: the pod's) host name, for the default replica id.
 fn host_name() -> String {
     std::env::var("HOSTNAME")
@@ -259,9 +284,15 @@ fn host_name() -> String {
 /// Bind both listeners and start serving. Readiness is set once everything is up.
 pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     let upstream = match &state.settings.upstream {
-        Some(u) => {
-            Some(Upstream::new(u, state.settings.upstream_timeout).map_err(StartError::Upstream)?)
-        }
+        Some(u) => Some(
+            Upstream::with_tls(
+                u,
+                state.settings.upstream_timeout,
+                state.settings.upstream_ca_file.as_deref(),
+                state.settings.upstream_http2,
+            )
+            .map_err(StartError::Upstream)?,
+        ),
         None => None,
     };
     let data = bind("listen", state.settings.listen).await?;
@@ -340,10 +371,12 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
     }
     let max_connections = wanted.min(budget);
     tracing::info!(max_connections, "data listener connection cap");
+    let data_tls = data_tls(&state, &rx, &mut tasks)?;
     let s = state.clone();
-    tasks.push(tokio::spawn(listener::serve(
+    tasks.push(tokio::spawn(listener::serve_tls(
         "data",
         data,
+        data_tls,
         move |req, peer| {
             let door = door.clone();
             async move { door.handle(req, peer).await }

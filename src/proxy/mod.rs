@@ -9,6 +9,8 @@
 //! forward-auth, the management API) is `app::data`.
 
 pub mod upstream;
+mod upstream_h2;
+mod upstream_tls;
 
 use std::borrow::Cow;
 use std::net::IpAddr;

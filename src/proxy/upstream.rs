@@ -27,7 +27,6 @@ use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::decision::forwarding::strip_hop_by_hop;
 use crate::error::ApiError;
@@ -42,6 +41,9 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream address: {0}")]
     Address(String),
+    /// The upstream's TLS certificate did not verify (`upstream_tls`).
+    #[error("upstream certificate not trusted: {0}")]
+    Untrusted(String),
 }
 
 impl From<UpstreamError> for ApiError {
@@ -50,6 +52,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Unreachable(m) => ApiError::UpstreamUnreachable(m),
             UpstreamError::Timeout => ApiError::UpstreamTimeout,
             UpstreamError::Address(m) => ApiError::Internal(m),
+            UpstreamError::Untrusted(m) => ApiError::UpstreamUntrusted(m),
         }
     }
 }
@@ -71,8 +74,10 @@ pub struct Upstream {
 }
 
 struct Pool {
-    /// `host:port`, as dialled.
-    addr: String,
+    /// TCP, plus TLS for an `https://` upstream (`upstream_tls`).
+    dialer: super::upstream_tls::Dialer,
+    /// HTTP/2 instead of this pool's HTTP/1.1 (`upstream_http2`).
+    h2: Option<super::upstream_h2::H2>,
     /// The `Host` field every forwarded request carries.
     host: HeaderValue,
     /// Bound on dialling plus waiting for the response head.
@@ -99,6 +104,17 @@ fn drop_expired(idle: &mut Vec<Idle>, now: Instant) -> usize {
 impl Upstream {
     /// `base` is an `http://host[:port]` URL (checked by the configuration).
     pub fn new(base: &Uri, timeout: Duration) -> Result<Self, UpstreamError> {
+        Self::with_tls(base, timeout, None, false)
+    }
+
+    /// `base` may be `https://` (verified against the system's roots and
+    /// `ca_file`); `http2` speaks HTTP/2 to it (`upstream_h2`).
+    pub fn with_tls(
+        base: &Uri,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+        http2: bool,
+    ) -> Result<Self, UpstreamError> {
         let authority = base
             .authority()
             .ok_or_else(|| UpstreamError::Address("upstream has no authority".to_owned()))?;
@@ -107,11 +123,12 @@ impl Upstream {
         })?;
         Ok(Upstream {
             pool: Arc::new(Pool {
-                addr: format!(
-                    "{}:{}",
-                    authority.host(),
-                    authority.port_u16().unwrap_or(80)
-                ),
+                dialer: super::upstream_tls::Dialer::new(base, ca_file, http2)?,
+                h2: if http2 {
+                    Some(super::upstream_h2::H2::new(base)?)
+                } else {
+                    None
+                },
                 host,
                 timeout,
                 idle: Mutex::new(Vec::new()),
@@ -140,11 +157,20 @@ impl Upstream {
         // (a request with both CL and TE was already decoded by TE).
         let headers = req.headers_mut();
         headers.remove(header::CONTENT_LENGTH);
-        headers.insert(header::HOST, self.pool.host.clone());
-        *req.version_mut() = http::Version::HTTP_11;
-        let resp = tokio::time::timeout(self.pool.timeout, self.exchange(req))
-            .await
-            .map_err(|_| UpstreamError::Timeout)??;
+        let resp = match &self.pool.h2 {
+            Some(h2) => tokio::time::timeout(self.pool.timeout, h2.send(&self.pool.dialer, req))
+                .await
+                .map_err(|_| UpstreamError::Timeout)??
+                .map(UpstreamBody::multiplexed),
+            None => {
+                req.headers_mut()
+                    .insert(header::HOST, self.pool.host.clone());
+                *req.version_mut() = http::Version::HTTP_11;
+                tokio::time::timeout(self.pool.timeout, self.exchange(req))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)??
+            }
+        };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
@@ -223,15 +249,9 @@ impl Pool {
 
     async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
         let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            UpstreamError::Unreachable(format!("{what} {}: {e}", self.addr))
+            UpstreamError::Unreachable(format!("{what} {}: {e}", self.dialer.addr()))
         };
-        let stream = TcpStream::connect(self.addr.as_str())
-            .await
-            .map_err(|e| unreachable("connect", &e))?;
-        // Requests are written whole; waiting for more bytes only delays them.
-        stream
-            .set_nodelay(true)
-            .map_err(|e| unreachable("set TCP_NODELAY on", &e))?;
+        let stream = self.dialer.dial().await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable("handshake with", &e))?;
@@ -253,6 +273,12 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body from an HTTP/2 exchange: its connection is shared, so there is
+    /// nothing to hand back.
+    fn multiplexed(inner: Incoming) -> Self {
+        UpstreamBody { inner, conn: None }
+    }
+
     fn release(&mut self) {
         if let Some((sender, pool)) = self.conn.take() {
             pool.put_back(sender, Instant::now());
@@ -303,6 +329,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+    use tokio::net::TcpStream;
     use tokio::sync::{mpsc, oneshot};
 
     /// A connection whose peer has closed it, as the client side sees it

@@ -19,6 +19,8 @@ pub enum HeadError {
     MissingHost,
     #[error("Method overrides are not accepted: send the method in the request line")]
     MethodOverride(&'static str),
+    #[error("Host does not match the request target's authority")]
+    HostAuthorityMismatch,
 }
 
 impl HeadError {
@@ -28,13 +30,17 @@ impl HeadError {
             HeadError::BadHost => Reason::BadHost,
             HeadError::MissingHost => Reason::MissingHost,
             HeadError::MethodOverride(_) => Reason::MethodOverride,
+            HeadError::HostAuthorityMismatch => Reason::HostAuthorityMismatch,
         }
     }
 
     /// The field or parameter at fault.
     pub fn parameter(&self) -> &'static str {
         match self {
-            HeadError::DuplicateHost | HeadError::BadHost | HeadError::MissingHost => "host",
+            HeadError::DuplicateHost
+            | HeadError::BadHost
+            | HeadError::MissingHost
+            | HeadError::HostAuthorityMismatch => "host",
             HeadError::MethodOverride(name) => name,
         }
     }
@@ -121,6 +127,39 @@ fn is_plain_host(value: &[u8]) -> bool {
                         | b']'
                 )
         })
+}
+
+/// The target's authority: an HTTP/2 request's `:authority` (hyper puts it
+/// in the URI) or an HTTP/1.1 absolute-form target's `http://authority/...`
+/// must be a plain `host[:port]` (no userinfo). In HTTP/2, when a `host`
+/// field is also present the two must name the same host (ASCII case
+/// aside): RFC 9113 8.3.1 lets a server refuse a request where they differ,
+/// and refusing is the closed choice, since an upstream or a log reading the
+/// other one would see a different request from the one decided here. In
+/// HTTP/1.1 the absolute form's authority wins and `Host` is ignored
+/// (RFC 9112 3.2.2); either way the upstream gets its own `Host`.
+pub fn check_authority(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<(), HeadError> {
+    let Some(authority) = uri.authority() else {
+        return Ok(());
+    };
+    if !is_plain_host(authority.as_str().as_bytes()) {
+        return Err(HeadError::BadHost);
+    }
+    match headers.get(http::header::HOST) {
+        Some(host)
+            if version == http::Version::HTTP_2
+                && !host
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Err(HeadError::HostAuthorityMismatch)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// No method override, in a field or in the (decoded) query.

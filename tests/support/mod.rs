@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod tls;
 pub mod webdriver;
 
 use std::net::SocketAddr;

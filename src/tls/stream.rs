@@ -1,0 +1,94 @@
+//! A connection as served or dialled: plain TCP or TLS over TCP. One type for
+//! both, so the accept loop and the upstream pool keep one code path; the
+//! TLS state is boxed, which keeps the plain case small. Written here because
+//! tokio-rustls's own `TlsStream` enum has no plain variant, and a
+//! `Box<dyn AsyncRead + AsyncWrite>` would cost every plain connection an
+//! allocation and dynamic calls.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+pub enum MaybeTls {
+    Plain(TcpStream),
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl MaybeTls {
+    /// The protocol the peer chose by ALPN, if any (`h2`, `http/1.1`).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            MaybeTls::Plain(_) => None,
+            MaybeTls::Server(s) => s.get_ref().1.alpn_protocol(),
+            MaybeTls::Client(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Server(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Client(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Server(s) => s.is_write_vectored(),
+            MaybeTls::Client(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

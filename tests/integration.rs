@@ -29,3 +29,4 @@ mod request_path;
 mod route_table;
 mod upstream;
 mod users;
+mod websocket;

@@ -11,6 +11,7 @@
 
 pub mod pg;
 pub mod webdriver;
+pub mod ws_echo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -42,6 +42,8 @@ impl WsEcho {
                 };
                 let (s, c) = (s.clone(), c.clone());
                 tokio::spawn(async move {
+                    // The callback's error type is tungstenite's (a whole response).
+                    #[allow(clippy::result_large_err)]
                     let record = |req: &Request, mut resp: Response| {
                         let target = req
                             .uri()
@@ -83,17 +85,12 @@ impl WsEcho {
                     };
                     let mut code = None;
                     while let Some(Ok(m)) = ws.next().await {
-                        match m {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(m).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Message::Close(f) => {
-                                code = f.map(|f| u16::from(f.code));
-                                break;
-                            }
-                            _ => {}
+                        if let Message::Close(f) = &m {
+                            code = f.as_ref().map(|f| u16::from(f.code));
+                            break;
+                        }
+                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                            break;
                         }
                     }
                     let _ = ws.close(None).await;

@@ -314,3 +314,96 @@ impl Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(max: usize) -> Arc<Live> {
+        Live::new(max, Arc::new(Metrics::new()))
+    }
+
+    fn user(id: &str) -> Holder {
+        Holder::User(Arc::from(id))
+    }
+
+    #[test]
+    fn a_change_cuts_only_the_connections_of_its_credential() {
+        let l = live(10);
+        let (_a, mut a) = l.register(user("u1"), 0).unwrap();
+        let (_b, mut b) = l.register(user("u2"), 0).unwrap();
+        let (_p, mut p) = l
+            .register(
+                Holder::Playback {
+                    jti: Some(Arc::from("j1")),
+                },
+                0,
+            )
+            .unwrap();
+        let (_k, mut k) = l.register(Holder::OrgKey(Arc::from("o1")), 0).unwrap();
+        l.apply(&Change::User("u1".into()));
+        assert_eq!(a.try_recv(), Ok(Cut::Revoked));
+        assert!(b.try_recv().is_err());
+        // The seeds' rule: the issuer's change leaves playback connections be.
+        assert!(p.try_recv().is_err());
+        l.apply(&Change::OrgKeys("o2".into()));
+        assert!(k.try_recv().is_err());
+        l.apply(&Change::OrgKeys("o1".into()));
+        assert_eq!(k.try_recv(), Ok(Cut::KeyRotated));
+        l.apply(&Change::PlaybackRevoked("j1".into()));
+        assert_eq!(p.try_recv(), Ok(Cut::PlaybackRevoked));
+        l.apply(&Change::Resync);
+        assert_eq!(b.try_recv(), Ok(Cut::Resync));
+    }
+
+    #[test]
+    fn a_change_between_the_decision_and_the_registration_refuses_it() {
+        let l = live(10);
+        let seen = l.epoch();
+        l.apply(&Change::User("someone-else".into()));
+        assert!(l.register(user("u1"), seen).is_ok());
+        l.apply(&Change::User("u1".into()));
+        assert_eq!(
+            l.register(user("u1"), seen).err(),
+            Some(RegisterError::Revoked)
+        );
+        // Decided after the change: fine.
+        assert!(l.register(user("u1"), l.epoch()).is_ok());
+    }
+
+    #[test]
+    fn a_decision_older_than_the_remembered_changes_is_refused() {
+        let l = live(10);
+        let seen = l.epoch();
+        for i in 0..=RECENT {
+            l.apply(&Change::User(format!("other-{i}")));
+        }
+        assert_eq!(
+            l.register(user("u1"), seen).err(),
+            Some(RegisterError::Revoked)
+        );
+    }
+
+    #[test]
+    fn the_cap_and_the_drain_refuse_new_connections() {
+        let l = live(1);
+        let first = l.register(Holder::Anonymous, 0).unwrap();
+        assert_eq!(
+            l.register(Holder::Anonymous, 0).err(),
+            Some(RegisterError::Full)
+        );
+        drop(first);
+        assert_eq!(l.running(), 0);
+        let (_r, mut rx) = l.register(Holder::Anonymous, 0).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(l.drain(Duration::from_millis(10)));
+        assert_eq!(rx.try_recv(), Ok(Cut::Shutdown));
+        assert_eq!(
+            l.register(Holder::Anonymous, 0).err(),
+            Some(RegisterError::ShuttingDown)
+        );
+    }
+}

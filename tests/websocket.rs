@@ -656,3 +656,25 @@ async fn an_idle_connection_is_closed_and_shutdown_closes_with_going_away() {
     assert_eq!(code, 1001);
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_token_connection_closes_at_the_tokens_exp() {
+    let up = WsEcho::start().await;
+    let sc = sidecar(&up, "token_ttl_secs = 2\n").await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "u@acme.test", "nanoUser").await;
+    let t = sc.token(&u.id).await;
+    let exp = rolegate::clock::unix_now() + 2;
+    let (mut ws, _) = open(&sc, "/stream/s1", &[tok(&t)]).await.unwrap();
+    echoes(&mut ws, Message::text("while valid")).await;
+    let (code, why, _) = closed(&mut ws, Instant::now(), Duration::from_secs(5)).await;
+    assert_eq!((code, why.as_str()), (1008, "credential expired"));
+    let late_ms = rolegate::clock::unix_now_ms() - i64::try_from(exp * 1000).unwrap();
+    assert!(late_ms > -1000 && late_ms < 1500, "{late_ms} ms after exp");
+    // An API key has no expiry: its connection stays past that time.
+    let (mut keyed, _) = open(&sc, "/stream/s1", &[("x-bintu-apikey", &org.api_key)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    echoes(&mut keyed, Message::text("no expiry")).await;
+}

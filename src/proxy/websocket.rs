@@ -42,6 +42,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::live::{Cut, Holder, Live, RegisterError, Registration};
 use super::ProxyBody;
+use crate::authn::credential::{self, Credential, CredentialKind};
+use crate::authn::token;
 use crate::config::WebSocketSettings;
 use crate::decision::forwarding;
 use crate::decision::Allowed;
@@ -195,7 +197,7 @@ pub struct Relay {
 pub struct Session {
     registration: Registration,
     cut: oneshot::Receiver<Cut>,
-    /// The playback token's `exp` (Unix seconds), when one opened it.
+    /// The credential's `exp` (Unix seconds): a playback token's or a user token's.
     expires_at: Option<u64>,
 }
 
@@ -234,8 +236,14 @@ impl Relay {
             .max_frame_size(Some(max))
     }
 
-    /// Register a connection `allowed` opens, decided at live epoch `seen`.
-    pub fn register(&self, allowed: &Allowed, seen: u64) -> Result<Session, ApiError> {
+    /// Register a connection `allowed` opens, decided at live epoch `seen`
+    /// on a request with `headers`.
+    pub fn register(
+        &self,
+        allowed: &Allowed,
+        seen: u64,
+        headers: &HeaderMap,
+    ) -> Result<Session, ApiError> {
         let (registration, cut) =
             self.live
                 .register(Holder::of(allowed), seen)
@@ -247,7 +255,7 @@ impl Relay {
         Ok(Session {
             registration,
             cut,
-            expires_at: allowed.playback().map(|p| p.exp),
+            expires_at: credential_exp(allowed, headers),
         })
     }
 
@@ -318,7 +326,7 @@ impl Relay {
         request_id: &HeaderValue,
         client_ip: IpAddr,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let session = self.register(allowed, seen)?;
+        let session = self.register(allowed, seen, req.headers())?;
         let (upstream, protocol) = match self
             .open_upstream(
                 req.headers(),
@@ -447,6 +455,24 @@ impl Relay {
         );
         drop(registration);
     }
+}
+
+/// When the credential that opened a connection stops being valid: a
+/// playback token's `exp`, or a user token's (read from the token the
+/// decision just verified; one that cannot be read ends the connection at
+/// once: fail closed). Keys and anonymous callers have no expiry.
+fn credential_exp(allowed: &Allowed, headers: &HeaderMap) -> Option<u64> {
+    if let Some(p) = allowed.playback() {
+        return Some(p.exp);
+    }
+    if allowed.caller().kind != CredentialKind::UserToken {
+        return None;
+    }
+    let exp = match credential::extract(headers) {
+        Ok(Credential::UserToken(t)) => token::parse(t).ok().and_then(|t| token::claimed_exp(&t)),
+        _ => None,
+    };
+    Some(exp.unwrap_or(0))
 }
 
 /// The upstream's refusal of the handshake, as the client's answer.

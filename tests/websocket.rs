@@ -678,3 +678,62 @@ async fn a_user_token_connection_closes_at_the_tokens_exp() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     echoes(&mut keyed, Message::text("no expiry")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused_and_bad_limits_stop_start_up() {
+    let up = WsEcho::start().await;
+    let sc = sidecar(&up, "websocket_max_connections = 1\n").await;
+    let org = sc.org("acme").await;
+    let key = ("x-bintu-apikey", org.api_key.as_str());
+    let (mut first, _) = open(&sc, "/stream/s1", &[key]).await.unwrap();
+    let Err(WsError::Http(r)) = open(&sc, "/stream/s2", &[key]).await else {
+        panic!("a connection past the cap was relayed")
+    };
+    assert_eq!(r.status(), 503);
+    let body = String::from_utf8(r.body().clone().unwrap()).unwrap();
+    assert_eq!(reason(&body), "too_many_websockets", "{body}");
+    assert_eq!(up.count(), 1);
+    first.close(None).await.unwrap();
+    // Once the first has gone, there is room again.
+    let start = Instant::now();
+    loop {
+        match open(&sc, "/stream/s2", &[key]).await {
+            Ok((mut ws, _)) => {
+                echoes(&mut ws, Message::text("room")).await;
+                break;
+            }
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(3), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for (line, setting) in [
+        (
+            "websocket_max_message_bytes = 10",
+            "websocket_max_message_bytes",
+        ),
+        ("websocket_max_connections = 0", "websocket_max_connections"),
+        (
+            "websocket_idle_timeout_secs = 0",
+            "websocket_idle_timeout_secs",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("rolegate.toml");
+        std::fs::write(
+            &config,
+            format!("master_secret_file = \"m\"\nupstream = \"http://127.0.0.1:1\"\n{line}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("m"), crate::support::MASTER_SECRET).unwrap();
+        let overrides = rolegate::config::Overrides {
+            config: Some(config),
+            ..Default::default()
+        };
+        let env: std::collections::HashMap<String, String> = Default::default();
+        let err = rolegate::config::Settings::resolve(&overrides, &env, true)
+            .err()
+            .expect("a bad limit refused");
+        assert!(err.to_string().contains(setting), "{err}");
+    }
+}

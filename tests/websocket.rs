@@ -732,8 +732,7 @@ async fn connections_past_the_cap_are_refused_and_bad_limits_stop_start_up() {
         };
         let env: std::collections::HashMap<String, String> = Default::default();
         let err = rolegate::config::Settings::resolve(&overrides, &env, true)
-            .err()
-            .expect("a bad limit refused");
+            .expect_err("a bad limit refused");
         assert!(err.to_string().contains(setting), "{err}");
     }
 }

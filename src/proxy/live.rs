@@ -8,7 +8,7 @@
 //!
 //! | opened with        | cut by                                                        |
 //! |--------------------|---------------------------------------------------------------|
-//! | a user's API token | a change of that user (tokenKey renewal, role change, deletion) |
+//! | a user's API token | a change of that user (tokenKey renewal, role change, deletion); its `exp` (the relay's own timer) |
 //! | the org API key    | a rotation of the org's keys                                  |
 //! | the org player key | a rotation of the org's keys                                  |
 //! | a playback token   | its revocation (revocable tokens); its `exp` (the relay's own timer) |

@@ -58,6 +58,14 @@ pub const DEFAULT_CHANGE_POLL_MS: u64 = 250;
 /// A replica that has not confirmed it is caught up with the change log for
 /// this long stops answering from its cache (every lookup reads the store).
 pub const DEFAULT_MAX_CHANGE_LAG_SECS: u64 = 10;
+/// Largest WebSocket message relayed (either way): API feeds and status
+/// messages are small; a larger one closes the connection with 1009.
+pub const DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// A relayed WebSocket with no frame either way for this long is closed
+/// (1001); pings count, so a client that keeps its connection alive stays.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT_SECS: u64 = 300;
+/// Upgraded connections leave the listener's connection cap; this is theirs.
+pub const DEFAULT_WEBSOCKET_MAX_CONNECTIONS: usize = 4096;
 /// Shortest master secret accepted (256 bits).
 pub const MIN_MASTER_SECRET_LEN: usize = 32;
 /// Shortest AuthZEN PEP credential accepted: a bearer secret, as strong as the master secret.
@@ -162,6 +170,17 @@ pub struct FileConfig {
     pub tls_client_ca_file: Option<PathBuf>,
     pub upstream_ca_file: Option<PathBuf>,
     pub upstream_http2: Option<bool>,
+    pub websocket_max_message_bytes: Option<usize>,
+    pub websocket_idle_timeout_secs: Option<u64>,
+    pub websocket_max_connections: Option<usize>,
+}
+
+/// The WebSocket relay's limits (`websocket_*` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketSettings {
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// The AuthZEN evaluation API (`authzen_*` settings); off unless `authzen_listen` is set.
@@ -242,6 +261,7 @@ pub struct Settings {
     pub upstream_ca_file: Option<PathBuf>,
     /// Speak HTTP/2 to the upstream (ALPN `h2` over TLS, prior knowledge on http://).
     pub upstream_http2: bool,
+    pub websocket: WebSocketSettings,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -284,6 +304,7 @@ impl std::fmt::Debug for Settings {
             tls,
             upstream_ca_file,
             upstream_http2,
+            websocket,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -321,6 +342,7 @@ impl std::fmt::Debug for Settings {
             .field("tls", tls)
             .field("upstream_ca_file", upstream_ca_file)
             .field("upstream_http2", upstream_http2)
+            .field("websocket", websocket)
             .finish()
     }
 }
@@ -693,6 +715,36 @@ fn change_log(file: &FileConfig) -> Result<ChangeLog, ConfigError> {
     })
 }
 
+/// The WebSocket relay's limits.
+fn websocket(file: &FileConfig) -> Result<WebSocketSettings, ConfigError> {
+    let max_message_bytes = file
+        .websocket_max_message_bytes
+        .unwrap_or(DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES);
+    if max_message_bytes < 125 {
+        // 125 bytes: the largest control frame, which must always fit.
+        return Err(invalid(
+            "websocket_max_message_bytes",
+            "must be at least 125",
+        ));
+    }
+    let max_connections = file
+        .websocket_max_connections
+        .unwrap_or(DEFAULT_WEBSOCKET_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("websocket_max_connections", "must be at least 1"));
+    }
+    Ok(WebSocketSettings {
+        max_message_bytes,
+        idle_timeout: secs(
+            "websocket_idle_timeout_secs",
+            file.websocket_idle_timeout_secs,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT_SECS,
+            1,
+        )?,
+        max_connections,
+    })
+}
+
 /// How the proxy behaves: whom it trusts, how it runs, forwards and drains.
 struct ProxyBehaviour {
     trusted_proxies: Vec<IpNet>,
@@ -997,6 +1049,7 @@ impl Settings {
         let authzen = authzen(o, &file, base)?;
         let tls = server_tls(&file, base)?;
         let (upstream_ca_file, upstream_http2) = upstream_tls(&file, base, upstream.as_ref())?;
+        let websocket = websocket(&file)?;
 
         Ok(Settings {
             listen,
@@ -1034,6 +1087,7 @@ impl Settings {
             tls,
             upstream_ca_file,
             upstream_http2,
+            websocket,
         })
     }
 

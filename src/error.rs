@@ -58,6 +58,9 @@ pub enum ApiError {
     Store(StoreError),
     #[error("not ready")]
     NotReady,
+    /// A limit of rolegate's own is reached (e.g. open WebSocket connections).
+    #[error("unavailable: {0}")]
+    Unavailable(Reason),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream timed out")]
@@ -104,6 +107,7 @@ impl ApiError {
                 Reason::StoreUnavailable,
             ),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, 5003, Reason::NotReady),
+            ApiError::Unavailable(r) => (StatusCode::SERVICE_UNAVAILABLE, 5003, *r),
             ApiError::UpstreamUnreachable(_) => {
                 (StatusCode::BAD_GATEWAY, 5002, Reason::UpstreamUnreachable)
             }
@@ -129,7 +133,9 @@ impl ApiError {
             ApiError::Conflict(message) => message.clone(),
             ApiError::TooManyRequests => "Too many failed attempts, try again later".to_owned(),
             ApiError::PayloadTooLarge => "Request body too large".to_owned(),
-            ApiError::Store(_) | ApiError::NotReady => "Service temporarily unavailable".to_owned(),
+            ApiError::Store(_) | ApiError::NotReady | ApiError::Unavailable(_) => {
+                "Service temporarily unavailable".to_owned()
+            }
             ApiError::UpstreamUnreachable(_) => "Upstream unreachable".to_owned(),
             ApiError::UpstreamTimeout => "Upstream timed out".to_owned(),
             ApiError::UpstreamUntrusted(_) => "Upstream unreachable".to_owned(),

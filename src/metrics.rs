@@ -49,6 +49,12 @@ impl Door {
     }
 }
 
+/// Why rolegate closed a relayed WebSocket (`rolegate_websocket_cuts_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub stage: &'static str,
@@ -115,6 +121,12 @@ pub struct Metrics {
     pub change_log_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Whole-cache clears because the lag passed `max_change_lag_secs`.
     pub stale_cache_clears: Counter,
+    /// WebSocket connections relayed now.
+    pub websocket_open: Gauge,
+    /// WebSocket upgrades relayed since start-up.
+    pub websocket_upgrades: Counter,
+    /// WebSocket connections rolegate closed itself, by reason.
+    pub websocket_cuts: Family<CutLabels, Counter>,
 }
 
 fn stage_histogram() -> Histogram {
@@ -173,6 +185,9 @@ impl Metrics {
             change_log_applied: Gauge::default(),
             change_log_lag_seconds: Gauge::default(),
             stale_cache_clears: Counter::default(),
+            websocket_open: Gauge::default(),
+            websocket_upgrades: Counter::default(),
+            websocket_cuts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -260,6 +275,21 @@ impl Metrics {
             "stale_cache_clears",
             "Whole-cache clears because the change-log lag passed max_change_lag_secs",
             m.stale_cache_clears.clone(),
+        );
+        registry.register(
+            "websocket_open",
+            "WebSocket connections relayed now",
+            m.websocket_open.clone(),
+        );
+        registry.register(
+            "websocket_upgrades",
+            "WebSocket upgrades relayed (answered 101) since start-up",
+            m.websocket_upgrades.clone(),
+        );
+        registry.register(
+            "websocket_cuts",
+            "WebSocket connections rolegate closed itself: revoked, key_rotated, playback_revoked, expired, resync, idle, shutdown",
+            m.websocket_cuts.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -95,6 +95,12 @@ reasons! {
     BadForwardedHeader => "bad_forwarded_header",
     ConflictingForwardedHeaders => "conflicting_forwarded_headers",
     BadHeaderField => "bad_header_field",
+    // WebSocket upgrades (RFC 6455 handshake; the relay's own limits).
+    WebSocketHandshake => "websocket_handshake",
+    WebSocketKey => "websocket_key",
+    WebSocketVersion => "websocket_version",
+    TooManyWebSockets => "too_many_websockets",
+    CredentialRevoked => "credential_revoked",
     // ext_authz: a CheckRequest that describes no HTTP request (a gRPC error).
     MalformedCheckRequest => "malformed_check_request",
     PayloadTooLarge => "payload_too_large",

@@ -31,3 +31,4 @@ mod route_table;
 mod tls;
 mod upstream;
 mod users;
+mod websocket;

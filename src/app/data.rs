@@ -116,10 +116,28 @@ impl DataListener {
             .map(|r| r.map(Either::Right));
         }
 
+        // A WebSocket upgrade: its handshake is checked before anything is
+        // decided for it, and the live-connection epoch is read before the
+        // decision (a revocation in between refuses the connection).
+        let upgrade = if crate::proxy::websocket::asks_for_websocket(req.headers()) {
+            Some((
+                crate::proxy::websocket::check_handshake(&req)?,
+                self.proxy.live_epoch(),
+            ))
+        } else {
+            None
+        };
+
         if let Some(allowed) = state.decider.passthrough() {
             return self
-                .proxy
-                .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
+                .pass_on(
+                    req,
+                    upgrade,
+                    &target.path_and_query,
+                    &allowed,
+                    request_id,
+                    client_ip,
+                )
                 .await;
         }
 
@@ -147,8 +165,14 @@ impl DataListener {
             {
                 let allowed = Box::pin(state.decider.play(&question, prefix)).await?;
                 return self
-                    .proxy
-                    .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
+                    .pass_on(
+                        req,
+                        upgrade,
+                        &target.path_and_query,
+                        &allowed,
+                        request_id,
+                        client_ip,
+                    )
                     .await;
             }
         }
@@ -156,8 +180,14 @@ impl DataListener {
         let local = match state.decider.decide(&question).await? {
             Verdict::Forward(allowed) => {
                 let resp = self
-                    .proxy
-                    .forward(req, &target.path_and_query, &allowed, request_id, client_ip)
+                    .pass_on(
+                        req,
+                        upgrade,
+                        &target.path_and_query,
+                        &allowed,
+                        request_id,
+                        client_ip,
+                    )
                     .await?;
                 state.metrics.count_forwarded(Door::Proxy);
                 return Ok(resp);
@@ -173,5 +203,37 @@ impl DataListener {
         let resp = Box::pin(crate::api::dispatch(state, ctx, req)).await?;
         state.metrics.count(Door::Proxy, "allow", Reason::Local);
         Ok(resp.map(Either::Right))
+    }
+
+    /// Forward an allowed request, or relay it as a WebSocket when it asked
+    /// for one (its checked handshake and the epoch read before deciding).
+    async fn pass_on(
+        &self,
+        req: Request<Incoming>,
+        upgrade: Option<(crate::proxy::websocket::Handshake, u64)>,
+        path_and_query: &str,
+        allowed: &crate::decision::Allowed,
+        request_id: &HeaderValue,
+        client_ip: std::net::IpAddr,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        match upgrade {
+            Some((handshake, seen)) => {
+                Box::pin(self.proxy.upgrade(
+                    req,
+                    handshake,
+                    seen,
+                    path_and_query,
+                    allowed,
+                    request_id,
+                    client_ip,
+                ))
+                .await
+            }
+            None => {
+                self.proxy
+                    .forward(req, path_and_query, allowed, request_id, client_ip)
+                    .await
+            }
+        }
     }
 }

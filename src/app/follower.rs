@@ -39,6 +39,8 @@ pub struct Follower {
     pub replica_id: String,
     pub poll: Duration,
     pub max_lag: Duration,
+    /// Live (upgraded) connections, cut when a change revokes their credential.
+    pub live: Option<Arc<crate::proxy::live::Live>>,
 }
 
 impl Follower {
@@ -116,6 +118,7 @@ impl Follower {
                 );
                 self.cache.clear();
                 self.metrics.cache_resyncs.inc();
+                self.cut_live(&Change::Resync);
                 position = page.head;
             } else {
                 for entry in &page.entries {
@@ -146,6 +149,15 @@ impl Follower {
             Change::PlaybackRevoked(_) => {}
             // An entry this build cannot read: drop everything (fail safe).
             Change::Resync => self.cache.clear(),
+        }
+        // After the cache: a decision that read the stale entry then sees
+        // the registry's newer epoch (`proxy::live`).
+        self.cut_live(change);
+    }
+
+    fn cut_live(&self, change: &Change) {
+        if let Some(live) = &self.live {
+            live.apply(change);
         }
     }
 

@@ -300,7 +300,8 @@ pub async fn serve_tls<F, Fut, B>(
                 drop(permit);
                 return;
             };
-            let served = builder.serve_connection(TokioIo::new(stream), svc);
+            // With upgrades: a WebSocket the proxy relays takes the connection over.
+            let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(served);
             let result = tokio::select! {
                 r = served.as_mut() => r,

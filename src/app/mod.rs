@@ -354,11 +354,28 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         )));
     }
 
+    let live = crate::proxy::live::Live::new(
+        state.settings.websocket.max_connections,
+        state.metrics.clone(),
+    );
+    let relay = Arc::new(
+        crate::proxy::websocket::Relay::new(
+            state.settings.upstream.as_ref(),
+            state.settings.upstream_ca_file.as_deref(),
+            state.settings.upstream_timeout,
+            state.settings.websocket,
+            state.settings.forward_credentials,
+            live.clone(),
+            state.metrics.clone(),
+        )
+        .map_err(StartError::Upstream)?,
+    );
     let proxy = Proxy::new(
         upstream,
         state.settings.forward_credentials,
         state.metrics.clone(),
-    );
+    )
+    .with_websocket(relay);
     let door = Arc::new(data::DataListener::new(state.clone(), proxy));
     let wanted = state.settings.max_connections;
     let budget = allocator::connection_budget().unwrap_or(wanted);
@@ -409,9 +426,18 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
             .unwrap_or_else(|| format!("{}:{}", host_name(), data_addr.port())),
         poll: state.settings.change_poll,
         max_lag: state.settings.max_change_lag,
+        live: Some(live.clone()),
     };
     let position = follower.start_position().await;
     tasks.push(tokio::spawn(follower.run(position, rx.clone())));
+    // On shutdown, relayed WebSockets are closed with 1001 and given the
+    // drain period to finish their closing handshakes.
+    let mut stop = rx.clone();
+    let drain = state.settings.drain;
+    tasks.push(tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        live.drain(drain).await;
+    }));
 
     if state.settings.passthrough {
         tracing::warn!(

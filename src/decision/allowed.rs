@@ -28,6 +28,18 @@ pub struct Allowed {
     credential: &'static str,
     /// The allow outcome (none in pass-through mode).
     outcome: Option<Arc<Outcome>>,
+    /// The playback token behind a guarded-prefix allow: what bounds the
+    /// life of a connection it opens (its `exp`, its revocation).
+    playback: Option<PlaybackGrant>,
+}
+
+/// The playback token a guarded-prefix request was allowed with.
+#[derive(Clone, Debug)]
+pub struct PlaybackGrant {
+    pub jti: Arc<str>,
+    /// Unix seconds.
+    pub exp: u64,
+    pub revocable: bool,
 }
 
 impl Allowed {
@@ -37,6 +49,17 @@ impl Allowed {
 
     pub fn credential(&self) -> &'static str {
         self.credential
+    }
+
+    /// The playback token the allow rests on (guarded prefix only).
+    pub fn playback(&self) -> Option<&PlaybackGrant> {
+        self.playback.as_ref()
+    }
+
+    /// Attach the playback token the allow was decided with (`Decider::play`).
+    pub(super) fn with_playback(mut self, grant: PlaybackGrant) -> Self {
+        self.playback = Some(grant);
+        self
     }
 
     /// The policies that determined the allow.
@@ -76,6 +99,7 @@ pub fn decide_route(
             caller: caller.clone(),
             credential: caller.kind.as_str(),
             outcome: Some(outcome),
+            playback: None,
         })
     } else {
         Decision::Deny(outcome)
@@ -98,6 +122,7 @@ pub fn decide_play(
             },
             credential: "playback",
             outcome: Some(outcome),
+            playback: None,
         })
     } else {
         Decision::Deny(outcome)
@@ -111,5 +136,6 @@ pub(super) fn passthrough() -> Allowed {
         caller: Caller::anonymous(),
         credential: Caller::anonymous().kind.as_str(),
         outcome: None,
+        playback: None,
     }
 }

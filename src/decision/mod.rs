@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
 
-pub use allowed::{Allowed, Decision};
+pub use allowed::{Allowed, Decision, PlaybackGrant};
 
 use crate::authn::cache::PrincipalCache;
 use crate::authn::credential::{self, Credential, CredentialKind};
@@ -377,7 +377,11 @@ impl Decider {
             },
         );
         match decision {
-            Decision::Allow(allowed) => Ok(allowed),
+            Decision::Allow(allowed) => Ok(allowed.with_playback(allowed::PlaybackGrant {
+                jti: Arc::from(claims.jti.as_str()),
+                exp: claims.exp,
+                revocable: claims.revocable,
+            })),
             Decision::Deny(outcome) => {
                 tracing::info!(
                     request_id = q.request_id.to_str().unwrap_or(""),

@@ -8,9 +8,11 @@
 //! The pipeline that ties the data listener's doors together (proxy,
 //! forward-auth, the management API) is `app::data`.
 
+pub mod live;
 pub mod upstream;
 mod upstream_h2;
 mod upstream_tls;
+pub mod websocket;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -87,6 +89,8 @@ pub struct Proxy {
     /// Pass the caller's credential headers on (setting `forward_credentials`).
     forward_credentials: bool,
     metrics: Arc<Metrics>,
+    /// The WebSocket relay (`None`: upgrades are not relayed).
+    websocket: Option<Arc<websocket::Relay>>,
 }
 
 impl Proxy {
@@ -99,7 +103,50 @@ impl Proxy {
             upstream,
             forward_credentials,
             metrics,
+            websocket: None,
         }
+    }
+
+    /// Relay WebSocket upgrades through `relay`.
+    pub fn with_websocket(mut self, relay: Arc<websocket::Relay>) -> Self {
+        self.websocket = Some(relay);
+        self
+    }
+
+    /// The live-connection epoch to read before deciding an upgrade
+    /// (`live::Live::register`).
+    pub fn live_epoch(&self) -> u64 {
+        self.websocket.as_ref().map_or(0, |w| w.live().epoch())
+    }
+
+    /// Upgrade a request the decision core allowed to a relayed WebSocket
+    /// (see [`websocket`]); decided at live epoch `seen`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upgrade(
+        &self,
+        req: Request<Incoming>,
+        handshake: websocket::Handshake,
+        seen: u64,
+        path_and_query: &str,
+        allowed: &Allowed,
+        request_id: &HeaderValue,
+        client_ip: IpAddr,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let relay = self
+            .websocket
+            .as_ref()
+            .ok_or_else(|| ApiError::UpstreamUnreachable("no WebSocket relay".to_owned()))?;
+        relay
+            .upgrade(
+                req,
+                handshake,
+                seen,
+                path_and_query,
+                allowed,
+                request_id,
+                client_ip,
+            )
+            .await
     }
 
     /// Forward a request the decision core allowed: client-sent identity

@@ -12,6 +12,7 @@
 pub mod pg;
 pub mod tls;
 pub mod webdriver;
+pub mod ws_echo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -10,29 +10,44 @@
 //! notification can cost. Unknown key ids are cached as negative answers
 //! (bounded in count, short-lived, dropped when a user with that id is created)
 //! so a flood of made-up `kid`s does not become a flood of store queries.
+//!
+//! Memory: a cached user is about 280 bytes (the README's performance
+//! section has the table; `benches/cached_users.rs` measures it and fails
+//! above its bound). The users are kept in quick_cache, whose entries sit
+//! inline in its tables, rather than moka (about 380 bytes of bookkeeping per
+//! entry: key and entry boxes, access and write-order nodes, a lock); the
+//! TTL is a timestamp in the entry, checked on every hit. Organisation and
+//! role are shared values ([`Interner`]); the verification key is the 32
+//! bytes of the derived secret; the remembered token is a digest.
 
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
+use crate::authn::interner::Interner;
 use crate::authn::single_flight::{Flights, Source};
 use crate::authn::token::{
     derive_secret, ApiToken, TokenError, TokenSettings, VerifiedToken, VerifyKey,
 };
 use crate::store::{key_hash, SharedStore, StoreError, User};
 
-/// What the request path knows about a user.
+/// What the request path knows about a user. Kept to 120 bytes (its heap
+/// block, with the `Arc` counts, is then 144 bytes with glibc's rounding).
 pub struct CachedUser {
+    /// Also the cache's key (one allocation for both).
     pub id: Arc<str>,
+    /// Shared with every user of the organisation.
     pub org: Arc<str>,
+    /// Shared with every user of the role.
     pub role: Arc<str>,
     pub key: VerifyKey,
-    /// The first token that verified with `key` (see [`VerifiedToken`]); a
-    /// few hundred bytes per cached user who has made a request.
+    /// When the entry was made, in milliseconds on the cache's clock (the TTL).
+    born_ms: u64,
+    /// The first token that verified with `key` (see [`VerifiedToken`]).
     verified: OnceLock<VerifiedToken>,
 }
 
@@ -54,9 +69,9 @@ impl CachedUser {
             return window.check_time(settings, now);
         }
         let window = crate::authn::token::verify(token, &self.key, settings, &self.id, now)?;
-        let _ = self
-            .verified
-            .set(VerifiedToken::new(token.as_str(), window));
+        if let Some(memo) = VerifiedToken::new(token.as_str(), window) {
+            let _ = self.verified.set(memo);
+        }
         Ok(())
     }
 }
@@ -75,9 +90,18 @@ pub struct CacheSettings {
     pub negative_capacity: u64,
 }
 
+/// The users, by id: quick_cache with the TTL kept in the entries.
+type Users = quick_cache::sync::Cache<Arc<str>, Arc<CachedUser>>;
+
 #[derive(Clone)]
 pub struct PrincipalCache {
-    users: Cache<Arc<str>, Arc<CachedUser>>,
+    users: Arc<Users>,
+    /// The clock of the entries' `born_ms`.
+    started: Instant,
+    /// When expired entries were last swept out (ms on the same clock).
+    swept_ms: Arc<AtomicU64>,
+    /// Organisation ids and role names, one copy each.
+    shared: Arc<Interner>,
     /// Key ids known not to name a user: bounded apart from `users`, so a flood
     /// of made-up ids cannot evict real entries.
     unknown_users: Cache<Arc<str>, ()>,
@@ -113,10 +137,12 @@ impl PrincipalCache {
             negative: settings.negative_ttl,
         };
         PrincipalCache {
-            users: Cache::builder()
-                .max_capacity(settings.capacity)
-                .time_to_live(settings.ttl)
-                .build(),
+            users: Arc::new(Users::new(
+                usize::try_from(settings.capacity).unwrap_or(usize::MAX),
+            )),
+            started: Instant::now(),
+            swept_ms: Arc::default(),
+            shared: Arc::default(),
             unknown_users: Cache::builder()
                 .max_capacity(settings.negative_capacity)
                 .time_to_live(settings.negative_ttl)
@@ -165,11 +191,50 @@ impl PrincipalCache {
         let secret = derive_secret(&self.master, &u.id, &u.token_key);
         Arc::new(CachedUser {
             id: Arc::from(u.id.as_str()),
-            org: Arc::from(u.org_id.as_str()),
-            role: Arc::from(u.role.as_str()),
+            org: self.shared.intern(&u.org_id),
+            role: self.shared.intern(&u.role),
             key: VerifyKey::new(&secret),
+            born_ms: self.now_ms(),
             verified: OnceLock::new(),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_fresh(&self, user: &CachedUser, now_ms: u64) -> bool {
+        let ttl = u64::try_from(self.settings.ttl.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(user.born_ms) < ttl
+    }
+
+    /// The cached entry of a user, if there is one within its TTL. An expired
+    /// one is dropped (unless a newer entry has replaced it meanwhile).
+    fn cached_user(&self, id: &str) -> Option<Arc<CachedUser>> {
+        let user = self.users.get(id)?;
+        if self.is_fresh(&user, self.now_ms()) {
+            return Some(user);
+        }
+        self.users.remove_if(id, |v| Arc::ptr_eq(v, &user));
+        None
+    }
+
+    /// Drop every expired entry, at most once per TTL (called on a miss):
+    /// entries of users who stopped calling would otherwise hold their memory
+    /// until evicted for capacity.
+    fn sweep(&self) {
+        let now = self.now_ms();
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        let ttl = u64::try_from(self.settings.ttl.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) < ttl
+            || self
+                .swept_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.users.retain(|_, user| self.is_fresh(user, now));
     }
 
     /// One lookup through a cache: `cached` answers from it (`Some(answer)`,
@@ -207,7 +272,7 @@ impl PrincipalCache {
 
     /// The user a token's `kid` names. `None`: no such user (possibly a cached answer).
     pub async fn user(&self, id: &str) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
-        let cached = || match self.users.get(id) {
+        let cached = || match self.cached_user(id) {
             Some(v) => Some(Some(v)),
             None => self.unknown_users.contains_key(id).then_some(None),
         };
@@ -218,9 +283,12 @@ impl PrincipalCache {
             |seen| async move {
                 Ok(match self.store.user(id).await? {
                     Some(u) => {
+                        self.sweep();
                         let entry = self.entry(&u);
                         self.users.insert(entry.id.clone(), entry.clone());
-                        self.keep_if_current(seen, || self.users.invalidate(id));
+                        self.keep_if_current(seen, || {
+                            self.users.remove(id);
+                        });
                         Some(entry)
                     }
                     None => {
@@ -281,7 +349,7 @@ impl PrincipalCache {
     /// which must also clear a cached "unknown").
     pub fn invalidate_user(&self, id: &str) {
         self.bump();
-        self.users.invalidate(id);
+        self.users.remove(id);
         self.unknown_users.invalidate(id);
     }
 
@@ -296,14 +364,14 @@ impl PrincipalCache {
     /// Drop everything (a replica that may have missed notifications).
     pub fn clear(&self) {
         self.bump();
-        self.users.invalidate_all();
+        self.users.clear();
         self.unknown_users.invalidate_all();
         self.invalidate_keys();
     }
 
     /// Entries currently cached (approximate; for metrics).
     pub fn len(&self) -> u64 {
-        self.users.entry_count()
+        u64::try_from(self.users.len()).unwrap_or(u64::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -338,6 +406,83 @@ mod tests {
     use super::*;
     use crate::authn::token::fixtures::{secret, settings, token};
     use crate::authn::token::parse;
+    use crate::store::NewUser;
+
+    async fn store_with_users(n: usize) -> (tempfile::TempDir, SharedStore, Vec<User>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&dir.path().join("c.db").display().to_string())
+            .await
+            .unwrap();
+        let org = store.create_org("o").await.unwrap().org.id;
+        let users = store
+            .create_users(
+                (0..n)
+                    .map(|i| NewUser {
+                        org_id: org.clone(),
+                        email: format!("u{i}@c.test"),
+                        role: "nanoUser".into(),
+                        password_hash: None,
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        (dir, store, users)
+    }
+
+    fn cache_with_ttl(store: SharedStore, ttl: Duration) -> PrincipalCache {
+        PrincipalCache::new(
+            store,
+            Arc::from(&b"master"[..]),
+            CacheSettings {
+                ttl,
+                capacity: 100,
+                negative_ttl: ttl,
+                negative_capacity: 100,
+            },
+        )
+    }
+
+    /// Entries share one copy of their organisation and role, and the id
+    /// string is the cache key's own.
+    #[tokio::test]
+    async fn users_share_organisation_and_role_values() {
+        let (_dir, store, users) = store_with_users(3).await;
+        let cache = cache_with_ttl(store, Duration::from_secs(60));
+        let a = cache.user(&users[0].id).await.unwrap().value.unwrap();
+        let b = cache.user(&users[1].id).await.unwrap().value.unwrap();
+        assert!(Arc::ptr_eq(&a.org, &b.org));
+        assert!(Arc::ptr_eq(&a.role, &b.role));
+        assert_eq!((&*a.org, &*a.role), (users[0].org_id.as_str(), "nanoUser"));
+        assert_eq!(&*b.id, users[1].id.as_str());
+        // The entry struct stays within its budget (README, performance).
+        assert!(std::mem::size_of::<CachedUser>() <= 120);
+    }
+
+    /// An entry past its TTL is not answered from the cache: the store is
+    /// read again; and entries of users who stopped calling are swept out
+    /// by a later miss.
+    #[tokio::test]
+    async fn expired_entries_are_read_again_and_swept() {
+        let (_dir, store, users) = store_with_users(3).await;
+        let cache = cache_with_ttl(store, Duration::from_millis(200));
+        for u in &users[..2] {
+            let first = cache.user(&u.id).await.unwrap();
+            assert_eq!(first.source, Source::Read);
+        }
+        assert_eq!(
+            cache.user(&users[0].id).await.unwrap().source,
+            Source::Cached
+        );
+        assert_eq!(cache.len(), 2);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(cache.user(&users[0].id).await.unwrap().source, Source::Read);
+        // That miss swept users[1]'s expired entry out.
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.user(&users[1].id).await.unwrap().source, Source::Read);
+        assert_eq!(cache.user(&users[2].id).await.unwrap().source, Source::Read);
+        assert_eq!(cache.len(), 3);
+    }
 
     /// The remembered token skips the MAC but never the clock, and any other
     /// token, remembered or not, is verified in full.
@@ -349,6 +494,7 @@ mod tests {
             org: Arc::from("o1"),
             role: Arc::from("nanoUser"),
             key: VerifyKey::new(&secret()),
+            born_ms: 0,
             verified: OnceLock::new(),
         };
         let now = 1_700_000_000;

@@ -157,6 +157,9 @@ pub struct FileConfig {
     pub authzen_listen: Option<String>,
     pub authzen_pep_token_file: Option<PathBuf>,
     pub authzen_pdp_url: Option<String>,
+    pub otel_endpoint: Option<String>,
+    pub otel_service_name: Option<String>,
+    pub otel_sample_ratio: Option<f64>,
 }
 
 /// The AuthZEN evaluation API (`authzen_*` settings); off unless `authzen_listen` is set.
@@ -231,6 +234,8 @@ pub struct Settings {
     /// and the data listener's bound port (`app::start`).
     pub replica_id: Option<String>,
     pub authzen: Option<AuthzenSettings>,
+    /// OpenTelemetry traces (`otel_*`); `None` (the default): off.
+    pub otel: Option<crate::otel::TraceSettings>,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -270,6 +275,7 @@ impl std::fmt::Debug for Settings {
             max_change_lag,
             replica_id,
             authzen,
+            otel,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -304,6 +310,7 @@ impl std::fmt::Debug for Settings {
             .field("shadow_policies_dir", shadow_policies_dir)
             .field("forward_credentials", forward_credentials)
             .field("authzen", authzen)
+            .field("otel", otel)
             .finish()
     }
 }
@@ -874,6 +881,56 @@ fn authzen(
 /// A Policy Decision Point identifier: an `https` (or, behind a mesh that
 /// terminates TLS, `http`) URL of a host, without path, query or fragment;
 /// the AuthZEN endpoints are at its default paths. Returned without a trailing `/`.
+/// OpenTelemetry traces: on when `otel_endpoint` names a collector
+/// (`http://host:port`, OTLP over gRPC), off when it is absent or empty.
+/// The other `otel_*` settings are checked either way, so a bad one is found
+/// before traces are switched on.
+fn otel(file: &FileConfig) -> Result<Option<crate::otel::TraceSettings>, ConfigError> {
+    let service_name = file
+        .otel_service_name
+        .clone()
+        .unwrap_or_else(|| crate::otel::DEFAULT_SERVICE_NAME.to_owned());
+    if service_name.is_empty()
+        || service_name.len() > 255
+        || !service_name.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(invalid(
+            "otel_service_name",
+            format!("`{service_name}` must be 1 to 255 visible ASCII characters"),
+        ));
+    }
+    let sample_ratio = file
+        .otel_sample_ratio
+        .unwrap_or(crate::otel::DEFAULT_SAMPLE_RATIO);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(invalid(
+            "otel_sample_ratio",
+            format!("`{sample_ratio}` must be between 0.0 and 1.0"),
+        ));
+    }
+    let endpoint = match file.otel_endpoint.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(e) => e,
+    };
+    let bad = |why: &str| invalid("otel_endpoint", format!("`{endpoint}` {why}"));
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| bad("is not a URL like http://127.0.0.1:4317"))?;
+    // The exporter speaks plain gRPC (no TLS in the build): a collector
+    // agent beside rolegate, on loopback or the pod network.
+    if uri.scheme_str() != Some("http") {
+        return Err(bad("must start with http:// (OTLP over gRPC, no TLS)"));
+    }
+    if uri.authority().is_none() || uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("must be http://host:port with no path"));
+    }
+    Ok(Some(crate::otel::TraceSettings {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        service_name,
+        sample_ratio,
+    }))
+}
+
 fn pdp_url(u: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| invalid("authzen_pdp_url", format!("`{u}` {why}"));
     let uri: http::Uri = u.parse().map_err(|_| bad("is not a URL"))?;
@@ -916,6 +973,7 @@ impl Settings {
         let proxy = proxy_behaviour(o, &file, base)?;
         let change_log = change_log(&file)?;
         let authzen = authzen(o, &file, base)?;
+        let otel = otel(&file)?;
 
         Ok(Settings {
             listen,
@@ -950,6 +1008,7 @@ impl Settings {
             max_change_lag: change_log.max_lag,
             replica_id: change_log.replica_id,
             authzen,
+            otel,
         })
     }
 
@@ -1130,6 +1189,62 @@ mod tests {
             assert!(
                 e.to_string().contains("setting `authzen_pdp_url`"),
                 "{bad}: {e}"
+            );
+        }
+    }
+
+    fn with_file(lines: &str) -> (tempfile::TempDir, Overrides) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rolegate.toml");
+        std::fs::write(&path, lines).unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..repo_overrides()
+        };
+        (dir, o)
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_a_bad_otel_setting_stops_start_up() {
+        let off = Settings::resolve(&repo_overrides(), &env_with_secret(), false).unwrap();
+        assert!(off.otel.is_none());
+        let (_d, o) = with_file("otel_endpoint = \"\"\n");
+        assert!(Settings::resolve(&o, &env_with_secret(), false)
+            .unwrap()
+            .otel
+            .is_none());
+        let (_d, o) = with_file("otel_endpoint = \"http://127.0.0.1:4317/\"\n");
+        let on = Settings::resolve(&o, &env_with_secret(), false).unwrap();
+        assert_eq!(
+            on.otel,
+            Some(crate::otel::TraceSettings {
+                endpoint: "http://127.0.0.1:4317".to_owned(),
+                service_name: "rolegate".to_owned(),
+                sample_ratio: 1.0,
+            })
+        );
+        for (line, setting) in [
+            ("otel_endpoint = \"127.0.0.1:4317\"", "otel_endpoint"),
+            (
+                "otel_endpoint = \"https://collector:4317\"",
+                "otel_endpoint",
+            ),
+            (
+                "otel_endpoint = \"http://collector:4317/v1/traces\"",
+                "otel_endpoint",
+            ),
+            ("otel_endpoint = \"http://\"", "otel_endpoint"),
+            ("otel_sample_ratio = 1.5", "otel_sample_ratio"),
+            ("otel_sample_ratio = -0.1", "otel_sample_ratio"),
+            ("otel_sample_ratio = nan", "otel_sample_ratio"),
+            ("otel_service_name = \"\"", "otel_service_name"),
+            ("otel_service_name = \"role gate\"", "otel_service_name"),
+        ] {
+            let (_d, o) = with_file(&format!("{line}\n"));
+            let e = Settings::resolve(&o, &env_with_secret(), false).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("setting `{setting}`")),
+                "{line}: {e}"
             );
         }
     }

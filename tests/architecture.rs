@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 /// from its own layer and the layers below, never from above.
 const LAYERS: &[(&str, &[&str])] = &[
     // Leaves: no crate imports of note, used everywhere.
-    ("support", &["clock", "metrics", "reason", "telemetry"]),
+    (
+        "support",
+        &["clock", "metrics", "otel", "reason", "telemetry"],
+    ),
     ("store", &["store"]),
     // The decision core, bottom up.
     ("request", &["request"]),

@@ -27,5 +27,6 @@ mod reload;
 mod replicas;
 mod request_path;
 mod route_table;
+mod tracing;
 mod upstream;
 mod users;

@@ -49,6 +49,8 @@ pub enum StartError {
         "dashboard_prefix `{prefix}` hides the route `{route}`: move the dashboard or the route"
     )]
     DashboardHidesRoute { prefix: String, route: String },
+    #[error("otel_endpoint: {0}")]
+    Otel(#[from] crate::otel::TraceError),
 }
 
 /// Build the state: load (and strictly validate) policies, open the store.
@@ -90,7 +92,11 @@ pub async fn build(settings: Settings) -> Result<Arc<AppState>, StartError> {
             location: store::redact(&settings.store),
             source,
         })?;
-    Ok(AppState::new(settings, policies, shadow, store))
+    let otel = match &settings.otel {
+        Some(t) => Some(crate::otel::Tracing::start(t)?),
+        None => None,
+    };
+    Ok(AppState::new(settings, policies, shadow, store, otel))
 }
 
 /// A running rolegate: its bound addresses and the handle that stops it.
@@ -113,6 +119,10 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // The drained requests' spans leave last.
+        if let Some(otel) = &self.state.otel {
+            otel.shutdown().await;
+        }
     }
 
     /// A receiver that flips to `true` when shutdown starts.
@@ -127,6 +137,9 @@ impl Running {
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(otel) = &self.state.otel {
+            otel.shutdown().await;
         }
     }
 }

@@ -1,0 +1,219 @@
+//! One request's spans: the door's server span ([`RequestSpan`]) and the
+//! stage spans under it ([`stage`]), which find their request through a
+//! task-local scope. Outside a traced request every hook is a no-op.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+use http::HeaderMap;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::trace::SdkTracer;
+
+use super::{propagation, Tracing};
+use crate::metrics::Door;
+
+tokio::task_local! {
+    static SCOPE: Scope;
+}
+
+/// What the stage hooks of one request need: the tracer, the request's span,
+/// and the innermost stage open now (the parent of the next one).
+struct Scope {
+    tracer: SdkTracer,
+    root: Context,
+    current: RefCell<Context>,
+}
+
+/// The stages of the request path that get a span of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageName {
+    /// The credential read and verified, the principal found (holds `Cache`).
+    Credential,
+    /// The principal lookup through the cache in front of the store.
+    Cache,
+    /// The route's Cedar decision (through the decision cache).
+    Decision,
+    /// The forwarded request, until the upstream's response head.
+    Upstream,
+}
+
+impl StageName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Credential => "credential",
+            StageName::Cache => "cache",
+            StageName::Decision => "decision",
+            StageName::Upstream => "upstream",
+        }
+    }
+}
+
+/// A request's server span, held by the door for the request's lifetime.
+pub struct RequestSpan {
+    tracer: SdkTracer,
+    cx: Context,
+}
+
+impl Tracing {
+    /// Open a request's span. Its parent is the caller's `traceparent` only
+    /// when `trusted` (the peer is in `trusted_proxies`); from anyone else
+    /// the header is ignored and a new trace starts, so a client cannot
+    /// attach rolegate's spans to a trace of its choosing.
+    pub fn request(
+        &self,
+        method: &str,
+        headers: &HeaderMap,
+        trusted: bool,
+        request_id: &str,
+    ) -> RequestSpan {
+        let parent = if trusted {
+            propagation::extract(headers)
+        } else {
+            Context::new()
+        };
+        let span = self
+            .tracer
+            .span_builder(method.to_owned())
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("rolegate.request_id", request_id.to_owned()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        RequestSpan {
+            tracer: self.tracer.clone(),
+            cx: Context::new().with_span(span),
+        }
+    }
+}
+
+impl RequestSpan {
+    /// Run `f` (the door's request path) with this span as its stages' parent.
+    pub fn scope<F: Future>(&self, f: F) -> impl Future<Output = F::Output> {
+        SCOPE.scope(
+            Scope {
+                tracer: self.tracer.clone(),
+                root: self.cx.clone(),
+                current: RefCell::new(self.cx.clone()),
+            },
+            f,
+        )
+    }
+
+    /// End the span with the answer: the door that took the request, the
+    /// status, the decision (`allow`, `deny`, `error`) and, for anything but
+    /// an allow, the reason code.
+    pub fn finish(
+        &self,
+        door: Door,
+        status: u16,
+        decision: &'static str,
+        reason: Option<&'static str>,
+    ) {
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new("rolegate.door", door.as_str()));
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        span.set_attribute(KeyValue::new("rolegate.decision", decision));
+        if let Some(r) = reason {
+            span.set_attribute(KeyValue::new("rolegate.reason", r));
+        }
+        if status >= 500 {
+            span.set_status(Status::error(decision));
+        }
+        span.end();
+    }
+}
+
+/// Name the request's span after the matched route: its method and template
+/// (`GET /stream/{id}`), never the path with its ids.
+pub fn route(method: &str, template: &str) {
+    if !super::active() {
+        return;
+    }
+    let _ = SCOPE.try_with(|s| {
+        let span = s.root.span();
+        span.update_name(format!("{method} {template}"));
+        span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+    });
+}
+
+/// A stage's span, ended when dropped; a no-op outside a traced request.
+#[must_use = "the stage's span ends when this is dropped"]
+pub struct Stage(Option<Open>);
+
+struct Open {
+    cx: Context,
+    parent: Context,
+}
+
+/// Open a stage's span under the innermost stage open now (or the request's
+/// span). Off, this is one load of a flag.
+pub fn stage(name: StageName) -> Stage {
+    if !super::active() {
+        return Stage(None);
+    }
+    Stage(SCOPE.try_with(|s| open(s, name)).ok())
+}
+
+fn open(s: &Scope, name: StageName) -> Open {
+    let parent = s.current.borrow().clone();
+    let kind = if name == StageName::Upstream {
+        SpanKind::Client
+    } else {
+        SpanKind::Internal
+    };
+    let span = s
+        .tracer
+        .span_builder(name.as_str())
+        .with_kind(kind)
+        .start_with_context(&s.tracer, &parent);
+    let cx = parent.with_span(span);
+    *s.current.borrow_mut() = cx.clone();
+    Open { cx, parent }
+}
+
+impl Stage {
+    /// Set an attribute (values are codes, kinds and numbers: never a credential).
+    pub fn set(&self, key: &'static str, value: impl Into<Value>) {
+        if let Some(o) = &self.0 {
+            o.cx.span().set_attribute(KeyValue::new(key, value));
+        }
+    }
+
+    /// [`Stage::set`] for a borrowed string, copied only when traced.
+    pub fn set_str(&self, key: &'static str, value: &str) {
+        if let Some(o) = &self.0 {
+            o.cx.span()
+                .set_attribute(KeyValue::new(key, value.to_owned()));
+        }
+    }
+
+    /// Mark the stage failed.
+    pub fn fail(&self, why: &'static str) {
+        if let Some(o) = &self.0 {
+            o.cx.span().set_status(Status::error(why));
+        }
+    }
+
+    /// Write this stage's span as the request's `traceparent` (replacing the
+    /// caller's): the upstream's spans become its children. Untraced, the
+    /// headers are left as they are.
+    pub fn propagate(&self, headers: &mut HeaderMap) {
+        if let Some(o) = &self.0 {
+            propagation::inject(&o.cx, headers);
+        }
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if let Some(o) = self.0.take() {
+            o.cx.span().end();
+            let _ = SCOPE.try_with(|s| *s.current.borrow_mut() = o.parent);
+        }
+    }
+}

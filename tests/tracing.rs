@@ -485,3 +485,207 @@ async fn with_tracing_off_nothing_is_exported_and_trace_headers_pass_through() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(collector.spans().is_empty());
 }
+
+impl Collector {
+    /// Wait (bounded) for a server span of `door` whose trace has `stages`
+    /// more spans, and return that trace.
+    async fn door(&self, door: &str, stages: usize) -> Trace {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let all = self.spans();
+            for root in all.iter().filter(|g| {
+                g.span.kind == SpanKind::Server as i32
+                    && attr(&g.span, "rolegate.door").as_deref() == Some(door)
+            }) {
+                let spans: Vec<Got> = all
+                    .iter()
+                    .filter(|g| g.span.trace_id == root.span.trace_id)
+                    .cloned()
+                    .collect();
+                if spans.len() > stages {
+                    return Trace {
+                        root: root.clone(),
+                        spans,
+                    };
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {door} trace arrived; got {all:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every attribute value of every span received.
+    fn values(&self) -> Vec<(String, String)> {
+        self.spans()
+            .iter()
+            .flat_map(|g| g.span.attributes.clone())
+            .map(|a| {
+                let v = a
+                    .value
+                    .as_ref()
+                    .and_then(|v| text(v.value.as_ref()?))
+                    .unwrap_or_default();
+                (a.key, v)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ext_authz_check_is_a_trace_under_a_trusted_envoys_traceparent() {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address as EnvoyAddress, HeaderMap as EnvoyHeaderMap, HeaderValue as EnvoyHeaderValue,
+        SocketAddress,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+
+    let collector = Collector::start().await;
+    let echo = Echo::start().await;
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        config: format!(
+            "ext_authz_listen = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\notel_endpoint = \"{}\"\n",
+            collector.url()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let token = sc.token(&user.id).await;
+    let mut client = AuthorizationClient::connect(sc.ext_authz.clone().unwrap())
+        .await
+        .unwrap();
+    let check = CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(EnvoyAddress {
+                    address: Some(Address::SocketAddress(SocketAddress {
+                        address: "192.0.2.10".to_owned(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".to_owned(),
+                    path: "/stream/s-1".to_owned(),
+                    host: "api.test".to_owned(),
+                    protocol: "HTTP/1.1".to_owned(),
+                    header_map: Some(EnvoyHeaderMap {
+                        headers: vec![EnvoyHeaderValue {
+                            key: "x-bintu-token".to_owned(),
+                            raw_value: token.as_bytes().to_vec(),
+                            ..Default::default()
+                        }],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut req = tonic::Request::new(check);
+    req.metadata_mut()
+        .insert("traceparent", caller_traceparent().parse().unwrap());
+    let resp = client.check(req).await.unwrap().into_inner();
+    assert_eq!(resp.status.unwrap().code, 0, "allowed");
+    sc.stop().await;
+
+    let t = collector.door("ext_authz", 3).await;
+    let root = &t.root.span;
+    assert_eq!(hex(&root.trace_id), CALLER_TRACE);
+    assert_eq!(hex(&root.parent_span_id), CALLER_SPAN);
+    assert_eq!(root.name, "GET /stream/{id}");
+    assert_eq!(attr(root, "rolegate.decision").as_deref(), Some("allow"));
+    assert_eq!(t.named("credential").parent_span_id, root.span_id);
+    assert_eq!(
+        t.named("cache").parent_span_id,
+        t.named("credential").span_id
+    );
+    assert_eq!(t.named("decision").parent_span_id, root.span_id);
+    assert!(!t.has("upstream"), "Envoy forwards, not rolegate");
+    for (k, v) in collector.values() {
+        assert!(!v.contains(&token), "{k}: a token in a span");
+    }
+}
+
+#[tokio::test]
+async fn an_authzen_request_is_a_span_named_after_its_endpoint() {
+    const PEP: &str = "pep-secret-for-traces-0123456789abcdef0123";
+    let collector = Collector::start().await;
+    let echo = Echo::start().await;
+    let pep_dir = tempfile::tempdir().unwrap();
+    let pep_file = pep_dir.path().join("pep.tokens");
+    std::fs::write(&pep_file, format!("{PEP}\n")).unwrap();
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        config: format!(
+            "authzen_listen = \"127.0.0.1:0\"\nauthzen_pep_token_file = \"{}\"\notel_endpoint = \"{}\"\n",
+            pep_file.display(),
+            collector.url()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let token = sc.token(&user.id).await;
+    let body = serde_json::json!({
+        "subject": {"type": "token", "id": token},
+        "action": {"name": "GET"},
+        "resource": {"type": "route", "id": "/stream/s-1"}
+    });
+    let auth = format!("Bearer {PEP}");
+    let r = crate::support::send(
+        sc.authzen.as_ref().unwrap(),
+        "POST",
+        "/access/v1/evaluation",
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("traceparent", &caller_traceparent()),
+        ],
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["decision"], true);
+    sc.stop().await;
+
+    let t = collector.door("authzen", 3).await;
+    let root = &t.root.span;
+    assert_eq!(root.name, "POST /access/v1/evaluation");
+    assert_eq!(
+        attr(root, "http.route").as_deref(),
+        Some("/access/v1/evaluation")
+    );
+    assert_eq!(attr(root, "rolegate.decision").as_deref(), Some("answered"));
+    // The PEP is not a trusted proxy here: its traceparent starts nothing.
+    assert_ne!(hex(&root.trace_id), CALLER_TRACE);
+    let decision = t.named("decision");
+    assert_eq!(
+        attr(decision, "http.route").as_deref(),
+        Some("/stream/{id}")
+    );
+    assert_eq!(
+        attr(decision, "rolegate.decision").as_deref(),
+        Some("allow")
+    );
+    for (k, v) in collector.values() {
+        assert!(
+            !v.contains(&token) && !v.contains(PEP),
+            "{k}: a credential in a span"
+        );
+    }
+}

@@ -195,7 +195,9 @@ async fn serve_ext_authz(
     listener::serve(
         "ext_authz",
         listener,
-        move |req, _peer| {
+        move |mut req: http::Request<_>, peer| {
+            // The peer, for the trust rule of a traced Check's `traceparent`.
+            req.extensions_mut().insert(peer);
             let mut svc = svc.clone();
             async move {
                 match svc.call(req).await {

@@ -303,6 +303,7 @@ impl Decider {
         let decision =
             allowed::decide_route(&snapshot, &caller, &route, &resource_id, &org, &facts);
         stage.set_str("rolegate.action", &route.action);
+        stage.set_str("http.route", &route.template);
         stage.set(
             "rolegate.decision",
             if matches!(decision, Decision::Allow(_)) {

@@ -23,6 +23,9 @@ struct Scope {
     tracer: SdkTracer,
     root: Context,
     current: RefCell<Context>,
+    /// Whether the matched route names the request's span (not when the door
+    /// named it after its own endpoint: an AuthZEN batch decides many routes).
+    route_names: bool,
 }
 
 /// The stages of the request path that get a span of their own.
@@ -53,6 +56,7 @@ impl StageName {
 pub struct RequestSpan {
     tracer: SdkTracer,
     cx: Context,
+    route_names: bool,
 }
 
 impl Tracing {
@@ -72,23 +76,35 @@ impl Tracing {
         } else {
             Context::new()
         };
+        let mut attributes = vec![KeyValue::new("http.request.method", method.to_owned())];
+        if !request_id.is_empty() {
+            attributes.push(KeyValue::new("rolegate.request_id", request_id.to_owned()));
+        }
         let span = self
             .tracer
             .span_builder(method.to_owned())
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("rolegate.request_id", request_id.to_owned()),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
         RequestSpan {
             tracer: self.tracer.clone(),
             cx: Context::new().with_span(span),
+            route_names: true,
         }
     }
 }
 
 impl RequestSpan {
+    /// Name the span after the door's own endpoint (`POST /access/v1/evaluation`);
+    /// the routes it decides then stay on the decision spans.
+    pub fn endpoint(mut self, method: &str, path: &'static str) -> Self {
+        let span = self.cx.span();
+        span.update_name(format!("{method} {path}"));
+        span.set_attribute(KeyValue::new("http.route", path));
+        self.route_names = false;
+        self
+    }
+
     /// Run `f` (the door's request path) with this span as its stages' parent.
     pub fn scope<F: Future>(&self, f: F) -> impl Future<Output = F::Output> {
         SCOPE.scope(
@@ -96,6 +112,7 @@ impl RequestSpan {
                 tracer: self.tracer.clone(),
                 root: self.cx.clone(),
                 current: RefCell::new(self.cx.clone()),
+                route_names: self.route_names,
             },
             f,
         )
@@ -126,18 +143,46 @@ impl RequestSpan {
         }
         span.end();
     }
+
+    /// End the span as [`answered`] left it.
+    pub fn end(&self) {
+        self.cx.span().end();
+    }
 }
 
 /// Name the request's span after the matched route: its method and template
-/// (`GET /stream/{id}`), never the path with its ids.
+/// (`GET /stream/{id}`), never the path with its ids. (A door that named the
+/// span after its own endpoint keeps that name.)
 pub fn route(method: &str, template: &str) {
     if !super::active() {
         return;
     }
     let _ = SCOPE.try_with(|s| {
+        if s.route_names {
+            let span = s.root.span();
+            span.update_name(format!("{method} {template}"));
+            span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+        }
+    });
+}
+
+/// Record a door's answer on the request's span, for a door that answers
+/// inside the scope (ext_authz); see [`RequestSpan::finish`].
+pub fn answered(door: Door, status: u16, decision: &'static str, reason: Option<&'static str>) {
+    if !super::active() {
+        return;
+    }
+    let _ = SCOPE.try_with(|s| {
         let span = s.root.span();
-        span.update_name(format!("{method} {template}"));
-        span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+        span.set_attribute(KeyValue::new("rolegate.door", door.as_str()));
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        span.set_attribute(KeyValue::new("rolegate.decision", decision));
+        if let Some(r) = reason {
+            span.set_attribute(KeyValue::new("rolegate.reason", r));
+        }
     });
 }
 

@@ -608,6 +608,7 @@ async fn an_ext_authz_check_is_a_trace_under_a_trusted_envoys_traceparent() {
     assert_eq!(hex(&root.parent_span_id), CALLER_SPAN);
     assert_eq!(root.name, "GET /stream/{id}");
     assert_eq!(attr(root, "rolegate.decision").as_deref(), Some("allow"));
+    assert!(attr(root, "rolegate.request_id").is_some_and(|id| id.len() == 20));
     assert_eq!(t.named("credential").parent_span_id, root.span_id);
     assert_eq!(
         t.named("cache").parent_span_id,
@@ -688,4 +689,33 @@ async fn an_authzen_request_is_a_span_named_after_its_endpoint() {
             "{k}: a credential in a span"
         );
     }
+}
+
+#[tokio::test]
+async fn an_absent_collector_costs_spans_not_requests_and_the_drain_stays_bounded() {
+    let echo = Echo::start().await;
+    let nowhere = crate::support::free_port();
+    let sc = Sidecar::with(Options {
+        upstream: Some(echo.url()),
+        config: format!("otel_endpoint = \"http://127.0.0.1:{nowhere}\"\n"),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let token = sc.token(&user.id).await;
+    for _ in 0..20 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            sc.send("GET", "/stream/s-1", &[tok(&token)], None),
+        )
+        .await
+        .expect("a request is not held up by the exporter");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(echo.count(), 20);
+    // The export is refused; the drain's flush gives up within its bound.
+    tokio::time::timeout(Duration::from_secs(20), sc.stop())
+        .await
+        .expect("the drain ends");
 }

@@ -64,7 +64,7 @@ pub async fn check(
     let request_id = state.next_request_id();
     match decide(state, req, &request_id).await {
         Ok(Ok(answer)) => {
-            crate::otel::answered(Door::ExtAuthz, 200, "allow", None);
+            crate::otel::answered(Door::ExtAuthz, &request_id, 200, "allow", None);
             state.metrics.count_forwarded(Door::ExtAuthz);
             Ok(answer)
         }
@@ -83,6 +83,7 @@ pub async fn check(
             state.metrics.count(Door::ExtAuthz, decision, reason);
             crate::otel::answered(
                 Door::ExtAuthz,
+                &request_id,
                 status.as_u16(),
                 decision,
                 Some(reason.as_str()),
@@ -96,6 +97,7 @@ pub async fn check(
                 .count(Door::ExtAuthz, "error", Reason::MalformedCheckRequest);
             crate::otel::answered(
                 Door::ExtAuthz,
+                &request_id,
                 400,
                 "error",
                 Some(Reason::MalformedCheckRequest.as_str()),

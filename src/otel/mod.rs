@@ -23,6 +23,7 @@
 //! template (never the raw path with its ids), the status, the door, the
 //! decision and its reason code, the credential's kind and the cache outcome.
 
+mod export;
 mod propagation;
 mod request;
 
@@ -96,6 +97,7 @@ impl Tracing {
                 endpoint: settings.endpoint.clone(),
                 message: e.to_string(),
             })?;
+        let exporter = export::Watched::new(exporter, settings.endpoint.clone());
         Ok(Self::with_exporter(settings, exporter))
     }
 

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
@@ -168,13 +168,23 @@ pub fn route(method: &str, template: &str) {
 
 /// Record a door's answer on the request's span, for a door that answers
 /// inside the scope (ext_authz); see [`RequestSpan::finish`].
-pub fn answered(door: Door, status: u16, decision: &'static str, reason: Option<&'static str>) {
+pub fn answered(
+    door: Door,
+    request_id: &HeaderValue,
+    status: u16,
+    decision: &'static str,
+    reason: Option<&'static str>,
+) {
     if !super::active() {
         return;
     }
     let _ = SCOPE.try_with(|s| {
         let span = s.root.span();
         span.set_attribute(KeyValue::new("rolegate.door", door.as_str()));
+        span.set_attribute(KeyValue::new(
+            "rolegate.request_id",
+            request_id.to_str().unwrap_or("").to_owned(),
+        ));
         span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(status),

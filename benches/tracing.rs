@@ -106,7 +106,12 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let span = tracing.request("GET", &headers, false, "bench");
                 let ok = rt.block_on(span.scope(state.decider.decide(&question())));
-                span.finish(Door::Proxy, 200, "allow", None);
+                span.finish(rolegate::otel::Answer {
+                    door: Door::Proxy,
+                    status: 200,
+                    decision: "allow",
+                    reason: None,
+                });
                 black_box(ok.is_ok())
             })
         },

@@ -207,6 +207,29 @@ fn caller_traceparent() -> String {
     format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
 }
 
+/// An allowed `GET /stream/s-1` by an admin, sent with the caller's
+/// `traceparent` and a `tracestate`; its request id.
+async fn get_with_caller_trace(sc: &Sidecar) -> String {
+    let org = sc.org("acme").await;
+    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let token = sc.token(&user.id).await;
+    let tp = caller_traceparent();
+    let r = sc
+        .send(
+            "GET",
+            "/stream/s-1",
+            &[
+                tok(&token),
+                ("traceparent", &tp),
+                ("tracestate", "vendor=abc"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.headers["x-request-id"].to_str().unwrap().to_owned()
+}
+
 /// The upstream's `traceparent`: (trace id, parent span id).
 fn upstream_parent(echo: &Echo) -> (String, String) {
     let seen = echo.last().unwrap();
@@ -386,24 +409,7 @@ async fn a_trusted_peers_traceparent_is_the_parent_and_reaches_the_upstream() {
     let collector = Collector::start().await;
     let echo = Echo::start().await;
     let sc = traced(&echo, &collector, true).await;
-    let org = sc.org("acme").await;
-    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
-    let token = sc.token(&user.id).await;
-    let tp = caller_traceparent();
-    let r = sc
-        .send(
-            "GET",
-            "/stream/s-1",
-            &[
-                tok(&token),
-                ("traceparent", &tp),
-                ("tracestate", "vendor=abc"),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let id = get_with_caller_trace(&sc).await;
     // The drain sends the last spans: no flush here.
     sc.stop().await;
 
@@ -423,24 +429,7 @@ async fn an_untrusted_peers_traceparent_is_ignored_and_a_new_trace_starts() {
     let collector = Collector::start().await;
     let echo = Echo::start().await;
     let sc = traced(&echo, &collector, false).await;
-    let org = sc.org("acme").await;
-    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
-    let token = sc.token(&user.id).await;
-    let tp = caller_traceparent();
-    let r = sc
-        .send(
-            "GET",
-            "/stream/s-1",
-            &[
-                tok(&token),
-                ("traceparent", &tp),
-                ("tracestate", "vendor=abc"),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let id = get_with_caller_trace(&sc).await;
     sc.stop().await;
 
     let t = collector.request(&id, 4).await;
@@ -460,23 +449,8 @@ async fn with_tracing_off_nothing_is_exported_and_trace_headers_pass_through() {
     let echo = Echo::start().await;
     let sc = Sidecar::start(&echo).await;
     assert!(sc.state.otel.is_none());
-    let org = sc.org("acme").await;
-    let user = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
-    let token = sc.token(&user.id).await;
+    get_with_caller_trace(&sc).await;
     let tp = caller_traceparent();
-    let r = sc
-        .send(
-            "GET",
-            "/stream/s-1",
-            &[
-                tok(&token),
-                ("traceparent", &tp),
-                ("tracestate", "vendor=abc"),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
     sc.stop().await;
     let seen = echo.last().unwrap();
     assert_eq!(seen.headers["traceparent"], tp.as_str());

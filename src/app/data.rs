@@ -73,18 +73,7 @@ impl DataListener {
         let result = span
             .scope(self.route(req, peer, &request_id, &mut door))
             .await;
-        match &result {
-            Ok(resp) => span.finish(door, resp.status().as_u16(), "allow", None),
-            Err(e) => {
-                let (status, _, reason) = e.parts();
-                let decision = if status == StatusCode::FORBIDDEN {
-                    "deny"
-                } else {
-                    "error"
-                };
-                span.finish(door, status.as_u16(), decision, Some(reason.as_str()));
-            }
-        }
+        span.finish(ApiError::trace_answer(door, &result, "allow"));
         self.answer(result, door, &request_id)
     }
 

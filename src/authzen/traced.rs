@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::{metadata, Door};
@@ -37,21 +37,13 @@ impl Door {
             )
             .endpoint(req.method().as_str(), endpoint);
         let result = span.scope(self.route(req, peer, request_id)).await;
-        let door = crate::metrics::Door::Authzen;
-        match &result {
-            // Each evaluation's decision is on its decision span; the
-            // request itself was answered.
-            Ok(resp) => span.finish(door, resp.status().as_u16(), "answered", None),
-            Err(e) => {
-                let (status, _, reason) = e.parts();
-                let decision = if status == StatusCode::FORBIDDEN {
-                    "deny"
-                } else {
-                    "error"
-                };
-                span.finish(door, status.as_u16(), decision, Some(reason.as_str()));
-            }
-        }
+        // Each evaluation's decision is on its decision span; the request
+        // itself was answered.
+        span.finish(ApiError::trace_answer(
+            crate::metrics::Door::Authzen,
+            &result,
+            "answered",
+        ));
         result
     }
 }

@@ -64,7 +64,15 @@ pub async fn check(
     let request_id = state.next_request_id();
     match decide(state, req, &request_id).await {
         Ok(Ok(answer)) => {
-            crate::otel::answered(Door::ExtAuthz, &request_id, 200, "allow", None);
+            crate::otel::answered(
+                &request_id,
+                crate::otel::Answer {
+                    door: Door::ExtAuthz,
+                    status: 200,
+                    decision: "allow",
+                    reason: None,
+                },
+            );
             state.metrics.count_forwarded(Door::ExtAuthz);
             Ok(answer)
         }
@@ -82,11 +90,13 @@ pub async fn check(
             };
             state.metrics.count(Door::ExtAuthz, decision, reason);
             crate::otel::answered(
-                Door::ExtAuthz,
                 &request_id,
-                status.as_u16(),
-                decision,
-                Some(reason.as_str()),
+                crate::otel::Answer {
+                    door: Door::ExtAuthz,
+                    status: status.as_u16(),
+                    decision,
+                    reason: Some(reason.as_str()),
+                },
             );
             Ok(answer::denied(e, &request_id).await)
         }
@@ -96,11 +106,13 @@ pub async fn check(
                 .metrics
                 .count(Door::ExtAuthz, "error", Reason::MalformedCheckRequest);
             crate::otel::answered(
-                Door::ExtAuthz,
                 &request_id,
-                400,
-                "error",
-                Some(Reason::MalformedCheckRequest.as_str()),
+                crate::otel::Answer {
+                    door: Door::ExtAuthz,
+                    status: 400,
+                    decision: "error",
+                    reason: Some(Reason::MalformedCheckRequest.as_str()),
+                },
             );
             Err(e)
         }

@@ -35,7 +35,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
 use opentelemetry_sdk::Resource;
 
-pub use request::{answered, route, stage, RequestSpan, Stage, StageName};
+pub use request::{answered, route, stage, Answer, RequestSpan, Stage, StageName};
 
 /// Default `otel_service_name`.
 pub const DEFAULT_SERVICE_NAME: &str = "rolegate";

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::future::Future;
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
 
@@ -118,29 +118,10 @@ impl RequestSpan {
         )
     }
 
-    /// End the span with the answer: the door that took the request, the
-    /// status, the decision (`allow`, `deny`, `error`) and, for anything but
-    /// an allow, the reason code.
-    pub fn finish(
-        &self,
-        door: Door,
-        status: u16,
-        decision: &'static str,
-        reason: Option<&'static str>,
-    ) {
+    /// End the span with the answer.
+    pub fn finish(&self, answer: Answer) {
         let span = self.cx.span();
-        span.set_attribute(KeyValue::new("rolegate.door", door.as_str()));
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        span.set_attribute(KeyValue::new("rolegate.decision", decision));
-        if let Some(r) = reason {
-            span.set_attribute(KeyValue::new("rolegate.reason", r));
-        }
-        if status >= 500 {
-            span.set_status(Status::error(decision));
-        }
+        record(&span, &answer);
         span.end();
     }
 
@@ -166,33 +147,47 @@ pub fn route(method: &str, template: &str) {
     });
 }
 
+/// How a door answered a request, as its span tells it.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer {
+    /// The door that took the request.
+    pub door: Door,
+    pub status: u16,
+    /// `allow`, `deny` (a 403) or `error`; `answered` for an AuthZEN request.
+    pub decision: &'static str,
+    /// The reason code, for anything but an allow.
+    pub reason: Option<&'static str>,
+}
+
+fn record(span: &SpanRef<'_>, a: &Answer) {
+    span.set_attribute(KeyValue::new("rolegate.door", a.door.as_str()));
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(a.status),
+    ));
+    span.set_attribute(KeyValue::new("rolegate.decision", a.decision));
+    if let Some(r) = a.reason {
+        span.set_attribute(KeyValue::new("rolegate.reason", r));
+    }
+    if a.status >= 500 {
+        span.set_status(Status::error(a.decision));
+    }
+}
+
 /// Record a door's answer on the request's span, for a door that answers
-/// inside the scope (ext_authz); see [`RequestSpan::finish`].
-pub fn answered(
-    door: Door,
-    request_id: &HeaderValue,
-    status: u16,
-    decision: &'static str,
-    reason: Option<&'static str>,
-) {
+/// inside the scope (ext_authz, which makes its request id there too); see
+/// [`RequestSpan::finish`].
+pub fn answered(request_id: &HeaderValue, answer: Answer) {
     if !super::active() {
         return;
     }
     let _ = SCOPE.try_with(|s| {
         let span = s.root.span();
-        span.set_attribute(KeyValue::new("rolegate.door", door.as_str()));
         span.set_attribute(KeyValue::new(
             "rolegate.request_id",
             request_id.to_str().unwrap_or("").to_owned(),
         ));
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        span.set_attribute(KeyValue::new("rolegate.decision", decision));
-        if let Some(r) = reason {
-            span.set_attribute(KeyValue::new("rolegate.reason", r));
-        }
+        record(&span, &answer);
     });
 }
 

@@ -112,13 +112,28 @@ impl Collector {
     /// Wait (bounded) until the request with this id has its server span and
     /// `stages` spans of its trace besides.
     async fn request(&self, request_id: &str, stages: usize) -> Trace {
+        self.trace(request_id, stages, |s| {
+            attr(s, "rolegate.request_id").as_deref() == Some(request_id)
+        })
+        .await
+    }
+
+    /// Wait (bounded) for a server span of `door` whose trace has `stages`
+    /// more spans, and return that trace.
+    async fn door(&self, door: &str, stages: usize) -> Trace {
+        self.trace(door, stages, |s| {
+            s.kind == SpanKind::Server as i32 && attr(s, "rolegate.door").as_deref() == Some(door)
+        })
+        .await
+    }
+
+    /// Poll until a span that `is_root` has `stages` more spans in its
+    /// trace; 15 s at most.
+    async fn trace(&self, what: &str, stages: usize, is_root: impl Fn(&Span) -> bool) -> Trace {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let all = self.spans();
-            if let Some(root) = all
-                .iter()
-                .find(|g| attr(&g.span, "rolegate.request_id").as_deref() == Some(request_id))
-            {
+            for root in all.iter().filter(|g| is_root(&g.span)) {
                 let spans: Vec<Got> = all
                     .iter()
                     .filter(|g| g.span.trace_id == root.span.trace_id)
@@ -133,7 +148,7 @@ impl Collector {
             }
             assert!(
                 Instant::now() < deadline,
-                "request {request_id}: spans did not arrive; got {all:#?}"
+                "{what}: spans did not arrive; got {all:#?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -461,36 +476,6 @@ async fn with_tracing_off_nothing_is_exported_and_trace_headers_pass_through() {
 }
 
 impl Collector {
-    /// Wait (bounded) for a server span of `door` whose trace has `stages`
-    /// more spans, and return that trace.
-    async fn door(&self, door: &str, stages: usize) -> Trace {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let all = self.spans();
-            for root in all.iter().filter(|g| {
-                g.span.kind == SpanKind::Server as i32
-                    && attr(&g.span, "rolegate.door").as_deref() == Some(door)
-            }) {
-                let spans: Vec<Got> = all
-                    .iter()
-                    .filter(|g| g.span.trace_id == root.span.trace_id)
-                    .cloned()
-                    .collect();
-                if spans.len() > stages {
-                    return Trace {
-                        root: root.clone(),
-                        spans,
-                    };
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {door} trace arrived; got {all:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Every attribute value of every span received.
     fn values(&self) -> Vec<(String, String)> {
         self.spans()

@@ -173,6 +173,9 @@ pub struct FileConfig {
     pub websocket_max_message_bytes: Option<usize>,
     pub websocket_idle_timeout_secs: Option<u64>,
     pub websocket_max_connections: Option<usize>,
+    pub otel_endpoint: Option<String>,
+    pub otel_service_name: Option<String>,
+    pub otel_sample_ratio: Option<f64>,
 }
 
 /// The WebSocket relay's limits (`websocket_*` settings).
@@ -262,6 +265,8 @@ pub struct Settings {
     /// Speak HTTP/2 to the upstream (ALPN `h2` over TLS, prior knowledge on http://).
     pub upstream_http2: bool,
     pub websocket: WebSocketSettings,
+    /// OpenTelemetry traces (`otel_*`); `None` (the default): off.
+    pub otel: Option<crate::otel::TraceSettings>,
 }
 
 /// Every field but the master secret, which prints as `[redacted]`. The
@@ -305,6 +310,7 @@ impl std::fmt::Debug for Settings {
             upstream_ca_file,
             upstream_http2,
             websocket,
+            otel,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -343,6 +349,7 @@ impl std::fmt::Debug for Settings {
             .field("upstream_ca_file", upstream_ca_file)
             .field("upstream_http2", upstream_http2)
             .field("websocket", websocket)
+            .field("otel", otel)
             .finish()
     }
 }
@@ -943,6 +950,56 @@ fn authzen(
 /// A Policy Decision Point identifier: an `https` (or, behind a mesh that
 /// terminates TLS, `http`) URL of a host, without path, query or fragment;
 /// the AuthZEN endpoints are at its default paths. Returned without a trailing `/`.
+/// OpenTelemetry traces: on when `otel_endpoint` names a collector
+/// (`http://host:port`, OTLP over gRPC), off when it is absent or empty.
+/// The other `otel_*` settings are checked either way, so a bad one is found
+/// before traces are switched on.
+fn otel(file: &FileConfig) -> Result<Option<crate::otel::TraceSettings>, ConfigError> {
+    let service_name = file
+        .otel_service_name
+        .clone()
+        .unwrap_or_else(|| crate::otel::DEFAULT_SERVICE_NAME.to_owned());
+    if service_name.is_empty()
+        || service_name.len() > 255
+        || !service_name.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(invalid(
+            "otel_service_name",
+            format!("`{service_name}` must be 1 to 255 visible ASCII characters"),
+        ));
+    }
+    let sample_ratio = file
+        .otel_sample_ratio
+        .unwrap_or(crate::otel::DEFAULT_SAMPLE_RATIO);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(invalid(
+            "otel_sample_ratio",
+            format!("`{sample_ratio}` must be between 0.0 and 1.0"),
+        ));
+    }
+    let endpoint = match file.otel_endpoint.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(e) => e,
+    };
+    let bad = |why: &str| invalid("otel_endpoint", format!("`{endpoint}` {why}"));
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| bad("is not a URL like http://127.0.0.1:4317"))?;
+    // The exporter speaks plain gRPC (no TLS in the build): a collector
+    // agent beside rolegate, on loopback or the pod network.
+    if uri.scheme_str() != Some("http") {
+        return Err(bad("must start with http:// (OTLP over gRPC, no TLS)"));
+    }
+    if uri.authority().is_none() || uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("must be http://host:port with no path"));
+    }
+    Ok(Some(crate::otel::TraceSettings {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        service_name,
+        sample_ratio,
+    }))
+}
+
 fn pdp_url(u: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| invalid("authzen_pdp_url", format!("`{u}` {why}"));
     let uri: http::Uri = u.parse().map_err(|_| bad("is not a URL"))?;
@@ -1050,6 +1107,7 @@ impl Settings {
         let tls = server_tls(&file, base)?;
         let (upstream_ca_file, upstream_http2) = upstream_tls(&file, base, upstream.as_ref())?;
         let websocket = websocket(&file)?;
+        let otel = otel(&file)?;
 
         Ok(Settings {
             listen,
@@ -1088,6 +1146,7 @@ impl Settings {
             upstream_ca_file,
             upstream_http2,
             websocket,
+            otel,
         })
     }
 
@@ -1268,6 +1327,62 @@ mod tests {
             assert!(
                 e.to_string().contains("setting `authzen_pdp_url`"),
                 "{bad}: {e}"
+            );
+        }
+    }
+
+    fn with_file(lines: &str) -> (tempfile::TempDir, Overrides) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rolegate.toml");
+        std::fs::write(&path, lines).unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..repo_overrides()
+        };
+        (dir, o)
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_a_bad_otel_setting_stops_start_up() {
+        let off = Settings::resolve(&repo_overrides(), &env_with_secret(), false).unwrap();
+        assert!(off.otel.is_none());
+        let (_d, o) = with_file("otel_endpoint = \"\"\n");
+        assert!(Settings::resolve(&o, &env_with_secret(), false)
+            .unwrap()
+            .otel
+            .is_none());
+        let (_d, o) = with_file("otel_endpoint = \"http://127.0.0.1:4317/\"\n");
+        let on = Settings::resolve(&o, &env_with_secret(), false).unwrap();
+        assert_eq!(
+            on.otel,
+            Some(crate::otel::TraceSettings {
+                endpoint: "http://127.0.0.1:4317".to_owned(),
+                service_name: "rolegate".to_owned(),
+                sample_ratio: 1.0,
+            })
+        );
+        for (line, setting) in [
+            ("otel_endpoint = \"127.0.0.1:4317\"", "otel_endpoint"),
+            (
+                "otel_endpoint = \"https://collector:4317\"",
+                "otel_endpoint",
+            ),
+            (
+                "otel_endpoint = \"http://collector:4317/v1/traces\"",
+                "otel_endpoint",
+            ),
+            ("otel_endpoint = \"http://\"", "otel_endpoint"),
+            ("otel_sample_ratio = 1.5", "otel_sample_ratio"),
+            ("otel_sample_ratio = -0.1", "otel_sample_ratio"),
+            ("otel_sample_ratio = nan", "otel_sample_ratio"),
+            ("otel_service_name = \"\"", "otel_service_name"),
+            ("otel_service_name = \"role gate\"", "otel_service_name"),
+        ] {
+            let (_d, o) = with_file(&format!("{line}\n"));
+            let e = Settings::resolve(&o, &env_with_secret(), false).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("setting `{setting}`")),
+                "{line}: {e}"
             );
         }
     }

@@ -73,6 +73,37 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A request's result as its trace span tells it (`otel`): the status,
+    /// and for a failure the decision label of `rolegate_requests_total`
+    /// (`deny` for a 403, else `error`) and the reason code; `ok` names a success.
+    pub fn trace_answer<B>(
+        door: crate::metrics::Door,
+        result: &Result<http::Response<B>, ApiError>,
+        ok: &'static str,
+    ) -> crate::otel::Answer {
+        match result {
+            Ok(resp) => crate::otel::Answer {
+                door,
+                status: resp.status().as_u16(),
+                decision: ok,
+                reason: None,
+            },
+            Err(e) => {
+                let (status, _, reason) = e.parts();
+                crate::otel::Answer {
+                    door,
+                    status: status.as_u16(),
+                    decision: if status == StatusCode::FORBIDDEN {
+                        "deny"
+                    } else {
+                        "error"
+                    },
+                    reason: Some(reason.as_str()),
+                }
+            }
+        }
+    }
+
     /// A 400 naming the offending parameter, in the platform's 1002/1004 style.
     pub fn bad_param(reason: Reason, parameter: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {

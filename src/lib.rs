@@ -42,6 +42,7 @@ pub mod ext_authz;
 pub mod forward_auth;
 pub mod metrics;
 pub mod ops;
+pub mod otel;
 pub mod policy_tools;
 pub mod proxy;
 pub mod reason;

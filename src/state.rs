@@ -36,6 +36,9 @@ pub struct AppState {
     pub follower: Arc<crate::store::changelog::FollowerProgress>,
     /// The last reload error, for `/status`.
     pub last_reload_error: std::sync::Mutex<Option<String>>,
+    /// OpenTelemetry traces; `None` when `otel_endpoint` is not set, and
+    /// then nothing on the request path builds a span.
+    pub otel: Option<crate::otel::Tracing>,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
         policies: Arc<PolicyStore>,
         shadow: Option<Arc<PolicyStore>>,
         store: SharedStore,
+        otel: Option<crate::otel::Tracing>,
     ) -> Arc<Self> {
         let master: Arc<[u8]> = Arc::from(settings.master_secret.as_slice());
         let cache = PrincipalCache::new(store.clone(), master, settings.cache_settings());
@@ -77,6 +81,7 @@ impl AppState {
             request_prefix: rand::random(),
             follower: Arc::default(),
             last_reload_error: std::sync::Mutex::new(None),
+            otel,
         })
     }
 

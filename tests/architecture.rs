@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Leaves: no crate imports of note, used everywhere.
     (
         "support",
-        &["clock", "metrics", "reason", "telemetry", "tls"],
+        &["clock", "metrics", "otel", "reason", "telemetry", "tls"],
     ),
     ("store", &["store"]),
     // The decision core, bottom up.

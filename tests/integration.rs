@@ -29,6 +29,7 @@ mod replicas;
 mod request_path;
 mod route_table;
 mod tls;
+mod tracing;
 mod upstream;
 mod users;
 mod websocket;

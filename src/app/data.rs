@@ -43,8 +43,48 @@ impl DataListener {
     /// The whole request path. Never panics, never fails open.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let request_id = self.state.next_request_id();
+        if let Some(otel) = &self.state.otel {
+            // Traces on: the same path inside the request's span (boxed, as
+            // rare branches are below; off, this one branch is the whole cost).
+            return Box::pin(self.handle_traced(otel, req, peer, request_id)).await;
+        }
         let mut door = Door::Proxy;
-        match self.route(req, peer, &request_id, &mut door).await {
+        let result = self.route(req, peer, &request_id, &mut door).await;
+        self.answer(result, door, &request_id)
+    }
+
+    /// [`DataListener::handle`] with traces on: the request's span around
+    /// it, its parent the caller's `traceparent` only from a trusted peer.
+    async fn handle_traced(
+        &self,
+        otel: &crate::otel::Tracing,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let trusted = client_addr::is_trusted(peer.ip(), &self.state.settings.trusted_proxies);
+        let span = otel.request(
+            req.method().as_str(),
+            req.headers(),
+            trusted,
+            request_id.to_str().unwrap_or(""),
+        );
+        let mut door = Door::Proxy;
+        let result = span
+            .scope(self.route(req, peer, &request_id, &mut door))
+            .await;
+        span.finish(ApiError::trace_answer(door, &result, "allow"));
+        self.answer(result, door, &request_id)
+    }
+
+    /// The response for a request's result; a failure is logged and counted here.
+    fn answer(
+        &self,
+        result: Result<Response<ProxyBody>, ApiError>,
+        door: Door,
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        match result {
             Ok(resp) => resp,
             Err(e) => {
                 let (status, _, reason) = e.parts();
@@ -62,7 +102,7 @@ impl DataListener {
                     },
                     reason,
                 );
-                e.into_response(Some(&request_id)).map(Either::Right)
+                e.into_response(Some(request_id)).map(Either::Right)
             }
         }
     }

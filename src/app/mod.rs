@@ -51,6 +51,8 @@ pub enum StartError {
         "dashboard_prefix `{prefix}` hides the route `{route}`: move the dashboard or the route"
     )]
     DashboardHidesRoute { prefix: String, route: String },
+    #[error("otel_endpoint: {0}")]
+    Otel(#[from] crate::otel::TraceError),
 }
 
 /// Build the state: load (and strictly validate) policies, open the store.
@@ -92,7 +94,11 @@ pub async fn build(settings: Settings) -> Result<Arc<AppState>, StartError> {
             location: store::redact(&settings.store),
             source,
         })?;
-    Ok(AppState::new(settings, policies, shadow, store))
+    let otel = match &settings.otel {
+        Some(t) => Some(crate::otel::Tracing::start(t)?),
+        None => None,
+    };
+    Ok(AppState::new(settings, policies, shadow, store, otel))
 }
 
 /// A running rolegate: its bound addresses and the handle that stops it.
@@ -115,6 +121,10 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // The drained requests' spans leave last.
+        if let Some(otel) = &self.state.otel {
+            otel.shutdown().await;
+        }
     }
 
     /// A receiver that flips to `true` when shutdown starts.
@@ -129,6 +139,9 @@ impl Running {
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(otel) = &self.state.otel {
+            otel.shutdown().await;
         }
     }
 }
@@ -184,7 +197,9 @@ async fn serve_ext_authz(
     listener::serve(
         "ext_authz",
         listener,
-        move |req, _peer| {
+        move |mut req: http::Request<_>, peer| {
+            // The peer, for the trust rule of a traced Check's `traceparent`.
+            req.extensions_mut().insert(peer);
             let mut svc = svc.clone();
             async move {
                 match svc.call(req).await {

@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod mapping;
 pub mod metadata;
 pub mod pep;
+mod traced;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -66,7 +67,10 @@ impl Door {
             Ok(None) => self.state.next_request_id(),
             Err(e) => return e.into_response(Some(&self.state.next_request_id())),
         };
-        let result = self.route(req, peer, &request_id).await;
+        let result = match &self.state.otel {
+            None => self.route(req, peer, &request_id).await,
+            Some(otel) => Box::pin(self.route_traced(otel, req, peer, &request_id)).await,
+        };
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {

@@ -37,6 +37,7 @@ use crate::authz::routes::{Endpoint, Handler, ResourceId, Route};
 use crate::authz::{Outcome, PolicySnapshot, PolicyStore};
 use crate::error::ApiError;
 use crate::metrics::{Door, Metrics, Stage};
+use crate::otel::{self, StageName};
 use crate::reason::Reason;
 use crate::request::path;
 use crate::store::SharedStore;
@@ -139,14 +140,18 @@ impl Decider {
             Credential::UserToken(t) => {
                 let parsed = token::parse(t)?;
                 let started = Instant::now();
+                let cache = otel::stage(StageName::Cache);
                 let lookup = self.cache.user(parsed.kid()).await?;
                 self.metrics
                     .observe(Stage::Cache, started.elapsed().as_secs_f64());
-                match lookup.source {
-                    Source::Cached => self.metrics.cache_hits.inc(),
-                    Source::Read => self.metrics.cache_misses.inc(),
-                    Source::Joined => self.metrics.cache_joined.inc(),
+                let outcome = match lookup.source {
+                    Source::Cached => (&self.metrics.cache_hits, "hit"),
+                    Source::Read => (&self.metrics.cache_misses, "miss"),
+                    Source::Joined => (&self.metrics.cache_joined, "joined"),
                 };
+                outcome.0.inc();
+                cache.set("rolegate.cache", outcome.1);
+                drop(cache);
                 let user = lookup
                     .value
                     .ok_or(ApiError::UnknownPrincipal(Reason::UnknownUser))?;
@@ -231,8 +236,11 @@ impl Decider {
     ) -> Result<Verdict, ApiError> {
         let snapshot = self.policies.current();
         let started = Instant::now();
+        let stage = otel::stage(StageName::Credential);
         let cred = credential::extract(q.headers)?;
         let caller = self.authenticate(&cred).await?;
+        stage.set("rolegate.credential", caller.kind.as_str());
+        drop(stage);
         self.metrics
             .observe(Stage::Credential, started.elapsed().as_secs_f64());
         if let Some(e) = explanation.as_mut() {
@@ -251,6 +259,7 @@ impl Decider {
             return Err(ApiError::Denied(Reason::NoRoute));
         };
         let route = m.route.clone();
+        otel::route(&route.method, &route.template);
         // Only local endpoints read the parameters; forwarded routes skip the copies.
         let params = || -> Vec<(String, String)> {
             m.params
@@ -290,8 +299,20 @@ impl Decider {
             tag_filter: path::query_has_tag_filter(q.query),
         };
         let decided = Instant::now();
+        let stage = otel::stage(StageName::Decision);
         let decision =
             allowed::decide_route(&snapshot, &caller, &route, &resource_id, &org, &facts);
+        stage.set_str("rolegate.action", &route.action);
+        stage.set_str("http.route", &route.template);
+        stage.set(
+            "rolegate.decision",
+            if matches!(decision, Decision::Allow(_)) {
+                "allow"
+            } else {
+                "deny"
+            },
+        );
+        drop(stage);
         self.metrics
             .observe(Stage::Decision, decided.elapsed().as_secs_f64());
         let allowed = match decision {
@@ -358,13 +379,17 @@ impl Decider {
     /// `play` with the token's facts.
     pub async fn play(&self, q: &Question<'_>, prefix: &str) -> Result<Allowed, ApiError> {
         let stream = stream_of(q.path, prefix);
+        let stage = otel::stage(StageName::Credential);
+        stage.set("rolegate.credential", "playback_token");
         let token = playback_token::request_token(q.headers, q.query)?
             .ok_or(ApiError::UnknownPrincipal(Reason::PlaybackTokenRequired))?;
         let claims = playback_token::validate(self.store.as_ref(), &token).await?;
+        drop(stage);
         if stream.is_empty() {
             return Err(ApiError::Denied(Reason::NoStream));
         }
         let snapshot = self.policies.current();
+        let stage = otel::stage(StageName::Decision);
         let decision = allowed::decide_play(
             &snapshot,
             &claims.grant(),
@@ -376,6 +401,7 @@ impl Decider {
                 client_ip: q.client_ip,
             },
         );
+        drop(stage);
         match decision {
             Decision::Allow(allowed) => Ok(allowed.with_playback(allowed::PlaybackGrant {
                 jti: Arc::from(claims.jti.as_str()),

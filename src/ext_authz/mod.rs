@@ -37,6 +37,7 @@
 pub mod answer;
 pub mod attributes;
 pub mod service;
+mod traced;
 
 use std::sync::Arc;
 
@@ -63,6 +64,15 @@ pub async fn check(
     let request_id = state.next_request_id();
     match decide(state, req, &request_id).await {
         Ok(Ok(answer)) => {
+            crate::otel::answered(
+                &request_id,
+                crate::otel::Answer {
+                    door: Door::ExtAuthz,
+                    status: 200,
+                    decision: "allow",
+                    reason: None,
+                },
+            );
             state.metrics.count_forwarded(Door::ExtAuthz);
             Ok(answer)
         }
@@ -79,6 +89,15 @@ pub async fn check(
                 "error"
             };
             state.metrics.count(Door::ExtAuthz, decision, reason);
+            crate::otel::answered(
+                &request_id,
+                crate::otel::Answer {
+                    door: Door::ExtAuthz,
+                    status: status.as_u16(),
+                    decision,
+                    reason: Some(reason.as_str()),
+                },
+            );
             Ok(answer::denied(e, &request_id).await)
         }
         Err(e) => {
@@ -86,6 +105,15 @@ pub async fn check(
             state
                 .metrics
                 .count(Door::ExtAuthz, "error", Reason::MalformedCheckRequest);
+            crate::otel::answered(
+                &request_id,
+                crate::otel::Answer {
+                    door: Door::ExtAuthz,
+                    status: 400,
+                    decision: "error",
+                    reason: Some(Reason::MalformedCheckRequest.as_str()),
+                },
+            );
             Err(e)
         }
     }

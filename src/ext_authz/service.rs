@@ -29,8 +29,11 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        super::check(&self.state, request.get_ref())
-            .await
+        let answer = match &self.state.otel {
+            None => super::check(&self.state, request.get_ref()).await,
+            Some(otel) => Box::pin(super::traced::check(otel, &self.state, &request)).await,
+        };
+        answer
             .map(Response::new)
             .map_err(|e| Status::invalid_argument(e.to_string()))
     }

@@ -170,8 +170,18 @@ impl Proxy {
         let headers = req.headers_mut();
         forwarding::strip_request(headers, self.forward_credentials);
         forwarding::set_identity(headers, allowed, request_id, client_ip);
+        // Traced, the upstream sees this span as its `traceparent`; untraced,
+        // a caller's trace headers pass on as any other header does.
+        let stage = crate::otel::stage(crate::otel::StageName::Upstream);
+        stage.propagate(headers);
         let started = Instant::now();
-        let mut resp = upstream.send(req, path_and_query).await?;
+        let sent = upstream.send(req, path_and_query).await;
+        match &sent {
+            Ok(r) => stage.set("http.response.status_code", i64::from(r.status().as_u16())),
+            Err(_) => stage.fail("upstream failed"),
+        }
+        drop(stage);
+        let mut resp = sent?;
         self.metrics
             .observe(Stage::Upstream, started.elapsed().as_secs_f64());
         resp.headers_mut()

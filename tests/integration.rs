@@ -33,3 +33,4 @@ mod tracing;
 mod upstream;
 mod users;
 mod websocket;
+mod websocket_h2;

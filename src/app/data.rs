@@ -159,7 +159,15 @@ impl DataListener {
         // A WebSocket upgrade: its handshake is checked before anything is
         // decided for it, and the live-connection epoch is read before the
         // decision (a revocation in between refuses the connection).
-        let upgrade = if crate::proxy::websocket::asks_for_websocket(req.headers()) {
+        // An HTTP/2 extended CONNECT (RFC 8441) is the same upgrade, decided
+        // as a GET of its `:path` like HTTP/1.1's opening handshake.
+        let over_h2 = crate::proxy::websocket_h2::is_extended_connect(&req);
+        let upgrade = if over_h2 {
+            Some((
+                crate::proxy::websocket_h2::check_handshake(&req)?,
+                self.proxy.live_epoch(),
+            ))
+        } else if crate::proxy::websocket::asks_for_websocket(req.headers()) {
             Some((
                 crate::proxy::websocket::check_handshake(&req)?,
                 self.proxy.live_epoch(),
@@ -182,7 +190,11 @@ impl DataListener {
         }
 
         let question = Question {
-            method: req.method().as_str(),
+            method: if over_h2 {
+                "GET"
+            } else {
+                req.method().as_str()
+            },
             path: &target.path,
             query: target.query,
             headers: req.headers(),
@@ -231,6 +243,15 @@ impl DataListener {
                     .await?;
                 state.metrics.count_forwarded(Door::Proxy);
                 return Ok(resp);
+            }
+            // rolegate's own endpoints take no WebSocket; a 200 here would
+            // read as an open tunnel to an HTTP/2 client, so it is refused.
+            Verdict::Local(_) if over_h2 => {
+                return Err(ApiError::BadRequest {
+                    reason: Reason::WebSocketHandshake,
+                    message: "rolegate's own endpoints take no WebSocket".to_owned(),
+                    userinfo: serde_json::json!({}),
+                })
             }
             Verdict::Local(local) => local,
         };

@@ -97,7 +97,9 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256);
+        .max_local_error_reset_streams(256)
+        // RFC 8441: lets clients open WebSockets over HTTP/2 (`proxy::websocket_h2`).
+        .enable_connect_protocol();
     builder
 }
 

@@ -13,6 +13,7 @@ pub mod upstream;
 mod upstream_h2;
 mod upstream_tls;
 pub mod websocket;
+pub mod websocket_h2;
 
 use std::borrow::Cow;
 use std::net::IpAddr;

@@ -14,8 +14,9 @@
 //! connection; pings and pongs stay on their leg (they count as activity),
 //! extensions are not negotiated, subprotocols pass through.
 //!
-//! [`Relay::relay`] takes any client IO, so an HTTP/2 extended CONNECT
-//! (RFC 8441) stream can be relayed by the same code once it is upgraded.
+//! [`Relay::relay`] takes any client IO: an HTTP/2 extended CONNECT
+//! (RFC 8441, checked in [`super::websocket_h2`]) is relayed by the same code
+//! once its stream is upgraded; only the answer differs (200, not 101).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -87,8 +88,18 @@ fn has_token(v: &HeaderValue, token: &str) -> bool {
 
 /// A client handshake that passed [`check_handshake`].
 pub struct Handshake {
-    /// `Sec-WebSocket-Key`, for the `Sec-WebSocket-Accept` answer.
-    key: HeaderValue,
+    /// `Sec-WebSocket-Key`, for the `Sec-WebSocket-Accept` answer; `None`
+    /// for an HTTP/2 extended CONNECT (RFC 8441), which has no key and is
+    /// answered 200 on its stream instead of 101.
+    key: Option<HeaderValue>,
+}
+
+impl Handshake {
+    /// An HTTP/2 extended CONNECT handshake checked by
+    /// [`super::websocket_h2::check_handshake`].
+    pub(super) fn over_h2() -> Self {
+        Handshake { key: None }
+    }
 }
 
 fn refuse(reason: Reason, message: &str) -> ApiError {
@@ -171,7 +182,9 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
             "Sec-WebSocket-Version must be 13",
         ));
     }
-    Ok(Handshake { key: key.clone() })
+    Ok(Handshake {
+        key: Some(key.clone()),
+    })
 }
 
 /// The upstream's WebSocket endpoint: the HTTP upstream's authority.
@@ -350,17 +363,25 @@ impl Relay {
             Ok(opened) => opened,
             Err(refusal) => return Ok(refused(refusal, request_id)),
         };
-        let accept = derive_accept_key(handshake.key.as_bytes());
         let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = resp.headers_mut();
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&accept)
-                .map_err(|e| ApiError::Internal(format!("accept key: {e}")))?,
-        );
+        match &handshake.key {
+            Some(key) => {
+                let accept = derive_accept_key(key.as_bytes());
+                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(
+                    header::SEC_WEBSOCKET_ACCEPT,
+                    HeaderValue::from_str(&accept)
+                        .map_err(|e| ApiError::Internal(format!("accept key: {e}")))?,
+                );
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            }
+            // RFC 8441 §5: a 2xx on the stream opens the tunnel; hyper hands
+            // the stream over once this (bodiless) answer is sent.
+            None => *resp.status_mut() = StatusCode::OK,
+        }
+        let h = resp.headers_mut();
         if let Some(p) = protocol {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }

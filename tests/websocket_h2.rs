@@ -20,11 +20,16 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::support::tls::{tls_connect, Ca};
 use crate::support::ws_echo::WsEcho;
 use crate::support::{metric, tok, Options, Sidecar};
 
 type H2Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-type Conn = SendRequest<Empty<Bytes>>;
+/// An HTTP/2 connection to rolegate, and the base URL its requests name.
+struct Conn {
+    send: SendRequest<Empty<Bytes>>,
+    base: String,
+}
 
 const CUT_BOUND: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(5);
@@ -42,17 +47,25 @@ fn addr(sc: &Sidecar) -> &str {
     sc.base.trim_start_matches("http://")
 }
 
-/// An h2c (prior knowledge) connection to `sc`, after one ordinary exchange
-/// so the server's SETTINGS have been read (a client may send an extended
-/// CONNECT only once it has seen SETTINGS_ENABLE_CONNECT_PROTOCOL).
+/// An h2c (prior knowledge) connection to `sc`.
 async fn connect(sc: &Sidecar) -> Conn {
     let tcp = TcpStream::connect(addr(sc)).await.unwrap();
+    over(tcp, sc.base.clone()).await
+}
+
+/// An HTTP/2 connection over `io`, after one ordinary exchange so the
+/// server's SETTINGS have been read (a client may send an extended CONNECT
+/// only once it has seen SETTINGS_ENABLE_CONNECT_PROTOCOL).
+async fn over<I>(io: I, base: String) -> Conn
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .unwrap();
     tokio::spawn(conn);
-    let req = Request::get(format!("{}/stream/s1", sc.base))
+    let req = Request::get(format!("{base}/stream/s1"))
         .body(Empty::new())
         .unwrap();
     let r = tokio::time::timeout(WAIT, send.send_request(req))
@@ -60,7 +73,7 @@ async fn connect(sc: &Sidecar) -> Conn {
         .expect("an answer in time")
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    send
+    Conn { send, base }
 }
 
 /// Send a `CONNECT` for `path`: with `:protocol` when `protocol` is given
@@ -73,7 +86,7 @@ async fn connect_request(
     headers: &[(&str, &str)],
 ) -> Response<Incoming> {
     let uri = match protocol {
-        Some(_) => format!("{}{path}", sc.base),
+        Some(_) => format!("{}{path}", conn.base),
         None => addr(sc).to_owned(),
     };
     let mut b = Request::builder().method(Method::CONNECT).uri(uri);
@@ -84,7 +97,7 @@ async fn connect_request(
     if let Some(p) = protocol {
         req.extensions_mut().insert(Protocol::from_static(p));
     }
-    tokio::time::timeout(WAIT, conn.send_request(req))
+    tokio::time::timeout(WAIT, conn.send.send_request(req))
         .await
         .expect("an answer in time")
         .unwrap()
@@ -177,20 +190,27 @@ async fn an_h2_websocket_relays_messages_both_ways_with_identity_headers() {
     let u = sc.user(&org, "u@acme.test", "nanoUser").await;
     let t = sc.token(&u.id).await;
     let mut conn = connect(&sc).await;
-    let (status, ws) = open(
+    let mut resp = connect_request(
         &mut conn,
         &sc,
+        Some("websocket"),
         "/stream/s1?live=1",
         &[
             tok(&t),
+            ("sec-websocket-version", "13"),
             ("sec-websocket-protocol", "echo.v1, other"),
             ("x-rolegate-user-id", "someone-else"),
             ("x-role", "nanoAdmin"),
         ],
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
-    let mut ws = ws.unwrap();
+    // 200 on the stream (RFC 8441 §5), the upstream's subprotocol choice.
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "echo.v1");
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(!resp.headers().contains_key("sec-websocket-accept"));
+    let upgraded = hyper::upgrade::on(&mut resp).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
 
     // The upstream's leg is an HTTP/1.1 upgrade with rolegate's identity
     // headers, never the client's claims or credential.
@@ -455,4 +475,40 @@ async fn a_playback_token_opens_an_h2_websocket_under_the_prefix() {
     let seen = up.last().unwrap();
     assert_eq!(seen.headers["x-rolegate-credential"], "playback");
     echoes(&mut ws.unwrap(), Message::text("playing")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_websocket_works_over_tls_with_alpn_h2() {
+    let ca = Ca::new("ws-h2");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = ca.server("rolegate").write(dir.path());
+    let up = WsEcho::start().await;
+    let sc = Sidecar::with(Options {
+        upstream: Some(up.url()),
+        config: format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            c.display(),
+            k.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let tls = tls_connect(addr(&sc).parse().unwrap(), ca.client_config(&["h2"], None))
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut conn = over(tls, format!("https://{}", addr(&sc))).await;
+    let (status, ws) = open(
+        &mut conn,
+        &sc,
+        "/stream/s1",
+        &[("x-bintu-apikey", &org.api_key)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    echoes(&mut ws.unwrap(), Message::text("over tls")).await;
+    let (status, _) = open(&mut conn, &sc, "/stream/s1", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(up.count(), 1);
 }

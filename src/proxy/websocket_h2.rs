@@ -98,3 +98,80 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
 fn has_any(h: &HeaderMap, names: &[header::HeaderName]) -> bool {
     names.iter().any(|n| h.contains_key(n))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(uri: &str, protocol: Option<&'static str>, fields: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder()
+            .method(Method::CONNECT)
+            .version(Version::HTTP_2)
+            .uri(uri);
+        for (k, v) in fields {
+            b = b.header(*k, *v);
+        }
+        let mut req = b.body(()).unwrap_or_default();
+        if let Some(p) = protocol {
+            req.extensions_mut().insert(Protocol::from_static(p));
+        }
+        req
+    }
+
+    fn reason(req: &Request<()>) -> Option<Reason> {
+        match check_handshake(req) {
+            Ok(_) => None,
+            Err(ApiError::BadRequest { reason, .. }) => Some(reason),
+            Err(e) => panic!("not a 400: {e}"),
+        }
+    }
+
+    const V13: (&str, &str) = ("sec-websocket-version", "13");
+
+    #[test]
+    fn only_a_complete_websocket_connect_passes() {
+        let ok = connect("http://h/s?x=1", Some("websocket"), &[V13]);
+        assert!(is_extended_connect(&ok));
+        assert_eq!(reason(&ok), None);
+        // No :protocol: not an extended CONNECT at all.
+        assert!(!is_extended_connect(&connect("h:443", None, &[V13])));
+
+        let handshake = Some(Reason::WebSocketHandshake);
+        assert_eq!(
+            reason(&connect("http://h/s", Some("foo"), &[V13])),
+            handshake
+        );
+        assert_eq!(reason(&connect("/s", Some("websocket"), &[V13])), handshake);
+        for extra in [
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            let req = connect("http://h/s", Some("websocket"), &[V13, extra]);
+            assert_eq!(reason(&req), handshake, "{extra:?}");
+        }
+        let version = Some(Reason::WebSocketVersion);
+        assert_eq!(
+            reason(&connect("http://h/s", Some("websocket"), &[])),
+            version
+        );
+        assert_eq!(
+            reason(&connect(
+                "http://h/s",
+                Some("websocket"),
+                &[("sec-websocket-version", "8")]
+            )),
+            version
+        );
+        assert_eq!(
+            reason(&connect("http://h/s", Some("websocket"), &[V13, V13])),
+            version
+        );
+
+        let mut h1 = connect("http://h/s", Some("websocket"), &[V13]);
+        *h1.version_mut() = Version::HTTP_11;
+        assert_eq!(reason(&h1), handshake);
+    }
+}

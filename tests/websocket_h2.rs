@@ -231,12 +231,15 @@ async fn an_h2_websocket_relays_messages_both_ways_with_identity_headers() {
     echoes(&mut ws, Message::binary(vec![9u8; 200_000])).await;
     assert_eq!(metric(&sc, "rolegate_websocket_open").await, 1.0);
 
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    }))
-    .await
-    .unwrap();
+    if let Err(e) = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+    {
+        panic!("sending the close frame failed: {e} ({e:?})");
+    }
     let start = Instant::now();
     while up.closes().is_empty() {
         assert!(start.elapsed() < WAIT, "the upstream saw no close");
@@ -511,4 +514,46 @@ async fn an_h2_websocket_works_over_tls_with_alpn_h2() {
     let (status, _) = open(&mut conn, &sc, "/stream/s1", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_connect_is_never_a_forward_auth_question() {
+    let up = WsEcho::start().await;
+    let sc = Sidecar::with(Options {
+        upstream: Some(up.url()),
+        config: "trusted_proxies = [\"127.0.0.1/32\"]\n".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    let org = sc.org("acme").await;
+    let mut conn = connect(&sc).await;
+    // As a forward-auth question this would be a 200, which over HTTP/2
+    // opens a tunnel; it is an ordinary request instead, with no route.
+    let (status, body) = open(
+        &mut conn,
+        &sc,
+        "/_rolegate/forward-auth",
+        &[
+            ("x-bintu-apikey", &org.api_key),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/stream/s1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
+    assert_eq!(up.count(), 0);
+    // The same question as a GET is answered (the proxy is trusted).
+    let r = sc
+        .send(
+            "GET",
+            "/_rolegate/forward-auth",
+            &[
+                ("x-bintu-apikey", &org.api_key),
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/stream/s1"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -129,6 +129,10 @@ impl DataListener {
         crate::request::head::check_authority(req.version(), req.uri(), req.headers())?;
         proxy::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
 
+        // An HTTP/2 extended CONNECT (RFC 8441) is a WebSocket upgrade,
+        // decided as a GET of its `:path` like HTTP/1.1's opening handshake.
+        let over_h2 = crate::proxy::websocket_h2::is_extended_connect(&req);
+
         // The dashboard's pages are public files: answered here, before any
         // credential or route, and nothing under the prefix is ever forwarded
         // (an unknown path under it is a 404 from the dashboard itself).
@@ -142,7 +146,12 @@ impl DataListener {
 
         // Forward-auth questions are only taken from trusted proxies; from
         // anyone else this path is an ordinary request (no route: denied).
-        if target.path == crate::forward_auth::PATH && client_addr::is_trusted(peer.ip(), trusted) {
+        // An extended CONNECT is never a forward-auth question (its 200 would
+        // open a tunnel): it goes the ordinary way.
+        if target.path == crate::forward_auth::PATH
+            && !over_h2
+            && client_addr::is_trusted(peer.ip(), trusted)
+        {
             *door = Door::ForwardAuth;
             // Rare branches are boxed: the request future is as large as its
             // largest branch, and hyper keeps one per open connection.
@@ -159,9 +168,6 @@ impl DataListener {
         // A WebSocket upgrade: its handshake is checked before anything is
         // decided for it, and the live-connection epoch is read before the
         // decision (a revocation in between refuses the connection).
-        // An HTTP/2 extended CONNECT (RFC 8441) is the same upgrade, decided
-        // as a GET of its `:path` like HTTP/1.1's opening handshake.
-        let over_h2 = crate::proxy::websocket_h2::is_extended_connect(&req);
         let upgrade = if over_h2 {
             Some((
                 crate::proxy::websocket_h2::check_handshake(&req)?,

@@ -334,8 +334,9 @@ impl Relay {
         }
     }
 
-    /// The whole upgrade of an allowed HTTP/1.1 request: register, open the
-    /// upstream, answer 101 and relay once hyper hands the connection over.
+    /// The whole upgrade of an allowed request: register, open the upstream,
+    /// answer 101 (HTTP/1.1) or 200 (HTTP/2 extended CONNECT) and relay once
+    /// hyper hands the connection (or the HTTP/2 stream) over.
     /// An upstream that refuses the handshake is answered as it answered
     /// (its status and body), like any forwarded response.
     #[allow(clippy::too_many_arguments)]

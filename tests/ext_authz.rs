@@ -207,8 +207,8 @@ async fn an_allowed_request_gets_the_proxys_identity_headers_and_loses_what_the_
     assert_eq!(set["x-rolegate-role"], "nanoReadOnly");
     assert_eq!(set["x-rolegate-credential"], "token");
     assert_eq!(set["x-forwarded-for"], CLIENT);
-    assert_ne!(set["x-request-id"], "chosen-by-the-client");
-    assert!(!set["x-request-id"].is_empty());
+    // Envoy's own id for the request (`http.id`), not the client's field.
+    assert_eq!(set["x-request-id"], "envoy-request-id");
     let mut remove = a.remove().to_vec();
     remove.sort();
     assert_eq!(
@@ -313,7 +313,7 @@ async fn denials_carry_the_platforms_status_body_and_request_id() {
     assert_eq!(body["error"]["code"], 2001);
     assert_eq!(body["error"]["userinfo"]["reason"], "policy_deny");
     assert!(headers["content-type"].starts_with("application/json"));
-    assert!(!headers["x-request-id"].is_empty());
+    assert_eq!(headers["x-request-id"], "envoy-request-id");
     assert!(!headers.keys().any(|k| k.starts_with("x-rolegate-")));
 
     // No credential: 401 with the challenge.
@@ -784,4 +784,45 @@ async fn decisions_agree_with_the_proxy_over_the_route_table() {
         }
     }
     assert!(compared > 100, "{compared}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_request_id_is_kept_only_when_it_is_a_plain_id() {
+    let (_echo, sc, mut client) = sidecar("").await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
+    let t = sc.token(&u.id).await;
+
+    let uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let too_long = "a".repeat(65);
+    for (id, kept) in [
+        (uuid, true),
+        ("", false),
+        ("has space", false),
+        ("line\nbreak", false),
+        ("semi;colon", false),
+        (too_long.as_str(), false),
+    ] {
+        let mut req = request("GET", "/stream", &[("x-bintu-token", &t)], CLIENT);
+        if let Some(http) = req
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.id = id.to_owned();
+        }
+        let a = ask(&mut client, req).await;
+        let got = &a.set()["x-request-id"];
+        if kept {
+            assert_eq!(got, id);
+        } else {
+            // rolegate's own: 20 hex digits
+            assert_eq!(got.len(), 20, "{id:?} -> {got}");
+            assert!(
+                got.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id:?} -> {got}"
+            );
+        }
+    }
 }

@@ -52,6 +52,24 @@ fn http_request(req: &CheckRequest) -> Result<&HttpRequest, AttributeError> {
         .ok_or(AttributeError::Missing("attributes.request.http"))
 }
 
+/// Envoy's id for the request (`attributes.request.http.id`, the stream's
+/// `x-request-id`), when it is one rolegate can log and hand on as is: 1 to 64
+/// characters of letters, digits, `-`, `_` and `.` (Envoy's are UUIDs).
+/// Answering with Envoy's id keeps Envoy's access log, rolegate's log and the
+/// upstream's view of one request under one id; anything else gets rolegate's
+/// own id, as the proxy door always does.
+pub fn envoy_request_id(req: &CheckRequest) -> Option<http::HeaderValue> {
+    let id = &http_request(req).ok()?.id;
+    let fits = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !fits {
+        return None;
+    }
+    http::HeaderValue::from_str(id).ok()
+}
+
 fn source_ip(req: &CheckRequest) -> Result<IpAddr, AttributeError> {
     let address = req
         .attributes

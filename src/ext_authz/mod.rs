@@ -61,7 +61,7 @@ pub async fn check(
     state: &Arc<AppState>,
     req: &CheckRequest,
 ) -> Result<CheckResponse, AttributeError> {
-    let request_id = state.next_request_id();
+    let request_id = attributes::envoy_request_id(req).unwrap_or_else(|| state.next_request_id());
     match decide(state, req, &request_id).await {
         Ok(Ok(answer)) => {
             crate::otel::answered(

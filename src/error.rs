@@ -16,6 +16,7 @@ use crate::authn::playback_token::PlaybackError;
 use crate::authn::token::TokenError;
 use crate::reason::Reason;
 use crate::request::head::HeadError;
+use crate::request::path::PathError;
 use crate::store::StoreError;
 
 /// The body type rolegate answers with when it answers itself.
@@ -105,6 +106,15 @@ impl ApiError {
     }
 
     /// A 400 naming the offending parameter, in the platform's 1002/1004 style.
+    /// A 400 that names no parameter (a malformed request or handshake).
+    pub fn bad_request(reason: Reason, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            reason,
+            message: message.into(),
+            userinfo: json!({}),
+        }
+    }
+
     pub fn bad_param(reason: Reason, parameter: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             reason,
@@ -230,6 +240,13 @@ impl From<StoreError> for ApiError {
             },
             other => ApiError::Store(other),
         }
+    }
+}
+
+/// A request path normalisation refuses, the same 400 at every door.
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        ApiError::bad_request(e.reason(), format!("Invalid request path: {e}"))
     }
 }
 

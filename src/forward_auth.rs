@@ -92,11 +92,7 @@ pub async fn handle(
     };
     // The proxy forwards the target as the client sent it, so rolegate cannot
     // rewrite it as in proxy mode: anything normalisation would change is refused.
-    let normal = path::normalize(raw_path).map_err(|e| ApiError::BadRequest {
-        reason: e.reason(),
-        message: format!("Invalid request path: {e}"),
-        userinfo: serde_json::json!({}),
-    })?;
+    let normal = path::normalize(raw_path)?;
     if normal != raw_path {
         return Err(ApiError::bad_param(
             Reason::PathNotNormal,

@@ -253,11 +253,10 @@ impl DataListener {
             // rolegate's own endpoints take no WebSocket; a 200 here would
             // read as an open tunnel to an HTTP/2 client, so it is refused.
             Verdict::Local(_) if over_h2 => {
-                return Err(ApiError::BadRequest {
-                    reason: Reason::WebSocketHandshake,
-                    message: "rolegate's own endpoints take no WebSocket".to_owned(),
-                    userinfo: serde_json::json!({}),
-                })
+                return Err(ApiError::bad_request(
+                    Reason::WebSocketHandshake,
+                    "rolegate's own endpoints take no WebSocket",
+                ))
             }
             Verdict::Local(local) => local,
         };

@@ -145,11 +145,7 @@ async fn decide_described(
         Some((p, q)) => (p, Some(q)),
         None => (req.target, None),
     };
-    let normal = path::normalize(raw_path).map_err(|e| ApiError::BadRequest {
-        reason: e.reason(),
-        message: format!("Invalid request path: {e}"),
-        userinfo: serde_json::json!({}),
-    })?;
+    let normal = path::normalize(raw_path)?;
     if normal != raw_path {
         return Err(ApiError::bad_param(
             Reason::PathNotNormal,

@@ -47,11 +47,7 @@ pub struct Target<'u> {
 /// Normalise a request's target once (see `request::path`); a path that
 /// cannot be normalised safely is a 400.
 pub fn target(uri: &Uri) -> Result<Target<'_>, ApiError> {
-    let path = path::normalize(uri.path()).map_err(|e| ApiError::BadRequest {
-        reason: e.reason(),
-        message: format!("Invalid request path: {e}"),
-        userinfo: serde_json::json!({}),
-    })?;
+    let path = path::normalize(uri.path())?;
     let query = uri.query();
     let sent = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path_and_query: Cow<'_, str> = match (&path, query) {

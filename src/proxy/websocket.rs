@@ -102,14 +102,6 @@ impl Handshake {
     }
 }
 
-fn refuse(reason: Reason, message: &str) -> ApiError {
-    ApiError::BadRequest {
-        reason,
-        message: message.to_owned(),
-        userinfo: serde_json::json!({}),
-    }
-}
-
 /// The one value of a field that must appear exactly once.
 fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
     let mut all = headers.get_all(name).iter();
@@ -126,20 +118,20 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderVal
 /// handshake the upstream might read differently is not passed on).
 pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
     if req.method() != Method::GET {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "A WebSocket upgrade must be a GET",
         ));
     }
     if req.version() != Version::HTTP_11 {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "A WebSocket upgrade must be HTTP/1.1",
         ));
     }
     let h = req.headers();
     if !single(h, &header::UPGRADE).is_some_and(|v| has_token(v, "websocket")) {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "A WebSocket upgrade needs exactly one Upgrade field",
         ));
@@ -149,7 +141,7 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
         .iter()
         .any(|v| has_token(v, "upgrade"))
     {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "A WebSocket upgrade needs Connection: upgrade",
         ));
@@ -159,7 +151,7 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
             .iter()
             .any(|v| v.as_bytes() != b"0");
     if has_body {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "A WebSocket upgrade has no body",
         ));
@@ -171,13 +163,13 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
                 .is_ok_and(|b| b.len() == 16)
         })
         .ok_or_else(|| {
-            refuse(
+            ApiError::bad_request(
                 Reason::WebSocketKey,
                 "Sec-WebSocket-Key must be one base64 value of 16 bytes",
             )
         })?;
     if single(h, &header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketVersion,
             "Sec-WebSocket-Version must be 13",
         ));
@@ -230,17 +222,17 @@ impl Relay {
         live: Arc<Live>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, UpstreamError> {
-        let target = match upstream {
-            Some(u) => match u.authority() {
-                Some(a) => Some(Target {
+        // The configuration only accepts an upstream with an authority.
+        let target = upstream
+            .and_then(|u| Some((u, u.authority()?)))
+            .map(|(u, a)| {
+                Ok::<_, UpstreamError>(Target {
                     dialer: Dialer::new(u, upstream_ca_file, false)?,
                     authority: a.as_str().to_owned(),
                     timeout,
-                }),
-                None => None,
-            },
-            None => None,
-        };
+                })
+            })
+            .transpose()?;
         Ok(Relay {
             target,
             settings,

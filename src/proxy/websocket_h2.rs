@@ -24,14 +24,6 @@ pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
     req.method() == Method::CONNECT && req.extensions().get::<Protocol>().is_some()
 }
 
-fn refuse(reason: Reason, message: &str) -> ApiError {
-    ApiError::BadRequest {
-        reason,
-        message: message.to_owned(),
-        userinfo: serde_json::json!({}),
-    }
-}
-
 /// Check an extended CONNECT that asks for a WebSocket (RFC 8441 §4–5):
 /// HTTP/2, `:protocol = websocket`, `:scheme` and an origin-form `:path`,
 /// one `sec-websocket-version: 13`, and none of HTTP/1.1's handshake fields
@@ -40,20 +32,20 @@ fn refuse(reason: Reason, message: &str) -> ApiError {
 pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
     let protocol = req.extensions().get::<Protocol>().map(Protocol::as_str);
     if req.method() != Method::CONNECT || req.version() != Version::HTTP_2 {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "An extended CONNECT must be HTTP/2",
         ));
     }
     if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "The only :protocol offered over extended CONNECT is websocket",
         ));
     }
     let uri = req.uri();
     if uri.scheme().is_none() || !uri.path().starts_with('/') {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "An extended CONNECT needs :scheme and :path",
         ));
@@ -67,7 +59,7 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
             header::CONNECTION,
         ],
     ) {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "An extended CONNECT carries no Sec-WebSocket-Key, Upgrade or Connection",
         ));
@@ -77,7 +69,7 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
             .iter()
             .any(|v| v.as_bytes() != b"0");
     if has_body {
-        return Err(refuse(
+        return Err(ApiError::bad_request(
             Reason::WebSocketHandshake,
             "An extended CONNECT has no body",
         ));
@@ -86,7 +78,7 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<Handshake, ApiError> {
     match (versions.next(), versions.next()) {
         (Some(v), None) if v.as_bytes() == b"13" => {}
         _ => {
-            return Err(refuse(
+            return Err(ApiError::bad_request(
                 Reason::WebSocketVersion,
                 "Sec-WebSocket-Version must be 13",
             ))

@@ -31,7 +31,7 @@ use moka::sync::Cache;
 use crate::authn::interner::Interner;
 use crate::authn::single_flight::{Flights, Source};
 use crate::authn::token::{
-    derive_secret, ApiToken, TokenError, TokenSettings, VerifiedToken, VerifyKey,
+    ApiToken, SecretDeriver, TokenError, TokenSettings, VerifiedToken, VerifyKey,
 };
 use crate::store::{key_hash, SharedStore, StoreError, User};
 
@@ -108,7 +108,8 @@ pub struct PrincipalCache {
     api_keys: Cache<[u8; 32], Option<CachedKey>>,
     player_keys: Cache<Arc<str>, Option<CachedKey>>,
     store: SharedStore,
-    master: Arc<[u8]>,
+    /// Keyed with the master secret once (see [`SecretDeriver`]).
+    secrets: SecretDeriver,
     settings: CacheSettings,
     /// Bumped by every invalidation. A miss that read the store while an
     /// invalidation ran may hold the value from before the change: it is not
@@ -156,7 +157,7 @@ impl PrincipalCache {
                 .expire_after(expiry)
                 .build(),
             store,
-            master,
+            secrets: SecretDeriver::new(&master),
             settings,
             epoch: Arc::default(),
             user_reads: Arc::default(),
@@ -188,7 +189,7 @@ impl PrincipalCache {
     }
 
     fn entry(&self, u: &User) -> Arc<CachedUser> {
-        let secret = derive_secret(&self.master, &u.id, &u.token_key);
+        let secret = self.secrets.derive(&u.id, &u.token_key);
         Arc::new(CachedUser {
             id: Arc::from(u.id.as_str()),
             org: self.shared.intern(&u.org_id),

@@ -7,7 +7,7 @@
 
 use crate::reason::Reason;
 use http::header::{HeaderName, AUTHORIZATION};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 pub const TOKEN_HEADER: &str = "x-bintu-token";
 pub const API_KEY_HEADER: &str = "x-bintu-apikey";
@@ -81,24 +81,48 @@ impl CredentialError {
     }
 }
 
-// As `HeaderName`s: a lookup by `&str` parses and validates the name first,
-// four times per request.
-static TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
-static AUTHORIZATION_NAME: HeaderName = AUTHORIZATION;
-static API_KEY_NAME: HeaderName = HeaderName::from_static(API_KEY_HEADER);
-static PLAYER_KEY_NAME: HeaderName = HeaderName::from_static(PLAYER_KEY_HEADER);
+// The credential headers, in the order their errors take precedence.
+static NAMES: [HeaderName; 4] = [
+    HeaderName::from_static(TOKEN_HEADER),
+    AUTHORIZATION,
+    HeaderName::from_static(API_KEY_HEADER),
+    HeaderName::from_static(PLAYER_KEY_HEADER),
+];
+const TOKEN: usize = 0;
+const BEARER: usize = 1;
+const API_KEY: usize = 2;
+const PLAYER_KEY: usize = 3;
 
-/// The single value of a header, refusing repeats.
-fn single<'a>(
-    headers: &'a HeaderMap,
-    name: &'static HeaderName,
-) -> Result<Option<&'a str>, CredentialError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
+/// What one pass over the headers found of each credential header: its
+/// first value and whether it came again.
+type Seen<'a> = [(Option<&'a HeaderValue>, bool); 4];
+
+/// One pass over the headers instead of a lookup per credential header: a
+/// lookup hashes the name, and four of them cost more than walking the few
+/// headers a request has.
+fn seen(headers: &HeaderMap) -> Seen<'_> {
+    let mut seen: Seen<'_> = [(None, false); 4];
+    for (name, value) in headers {
+        if let Some(slot) = NAMES.iter().position(|n| n == name) {
+            let (first, again) = &mut seen[slot];
+            if first.is_some() {
+                *again = true;
+            } else {
+                *first = Some(value);
+            }
+        }
+    }
+    seen
+}
+
+/// The single value of a credential header, refusing repeats.
+fn single<'a>(seen: &Seen<'a>, slot: usize) -> Result<Option<&'a str>, CredentialError> {
+    let (first, again) = seen[slot];
+    let Some(first) = first else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(CredentialError::Duplicate(name.as_str()));
+    if again {
+        return Err(CredentialError::Duplicate(NAMES[slot].as_str()));
     }
     let s = first
         .to_str()
@@ -115,8 +139,9 @@ fn single<'a>(
 
 /// Extract the one credential of a request.
 pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, CredentialError> {
-    let token = single(headers, &TOKEN_NAME)?;
-    let bearer = match single(headers, &AUTHORIZATION_NAME)? {
+    let seen = seen(headers);
+    let token = single(&seen, TOKEN)?;
+    let bearer = match single(&seen, BEARER)? {
         None => None,
         Some(v) => {
             let (scheme, rest) = v
@@ -132,8 +157,8 @@ pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, CredentialError> {
             Some(rest)
         }
     };
-    let api_key = single(headers, &API_KEY_NAME)?;
-    let player_key = single(headers, &PLAYER_KEY_NAME)?;
+    let api_key = single(&seen, API_KEY)?;
+    let player_key = single(&seen, PLAYER_KEY)?;
 
     let present = [token, bearer, api_key, player_key]
         .iter()
@@ -157,7 +182,6 @@ pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, CredentialError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

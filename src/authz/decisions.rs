@@ -32,7 +32,6 @@
 //! must join the key (see `write_key`).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::PolicySet;
@@ -44,14 +43,23 @@ use super::Outcome;
 /// Decisions kept per snapshot. An entry is a few hundred bytes.
 const CAPACITY: u64 = 4096;
 
+/// Keys are hashed with foldhash under a per-cache random seed, as the user
+/// cache's (quick_cache's default) are. Why: the std SipHash over a ~70-byte
+/// key was about 1,000 instructions per request. Most of a key is the
+/// policies' own names and small numbers, and the table holds at most
+/// `CAPACITY` entries, so a seeded fast hash is enough against crafted keys.
+type Entries = Cache<Box<[u8]>, Arc<Outcome>, foldhash::fast::RandomState>;
+
 pub struct DecisionCache {
-    entries: Cache<Box<[u8]>, Arc<Outcome>>,
+    entries: Entries,
 }
 
 impl Default for DecisionCache {
     fn default() -> Self {
         DecisionCache {
-            entries: Cache::builder().max_capacity(CAPACITY).build(),
+            entries: Cache::builder()
+                .max_capacity(CAPACITY)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 }
@@ -86,7 +94,9 @@ impl DecisionCache {
 pub struct NamedIds {
     /// Keep every id (a linked template is present).
     all: bool,
-    by_type: HashMap<String, HashSet<String>>,
+    /// foldhash, as for the decision cache: looked up up to four times per
+    /// request, and only ever filled from the policies.
+    by_type: foldhash::HashMap<String, foldhash::HashSet<String>>,
 }
 
 impl NamedIds {
@@ -95,7 +105,7 @@ impl NamedIds {
     pub fn all() -> NamedIds {
         NamedIds {
             all: true,
-            by_type: HashMap::new(),
+            by_type: Default::default(),
         }
     }
 

@@ -61,7 +61,8 @@ pub struct PolicySnapshot {
     pub named_ids: decisions::NamedIds,
     /// Route decisions made with this snapshot (see [`decisions`]).
     pub decisions: decisions::DecisionCache,
-    actions: HashMap<String, EntityUid>,
+    /// foldhash: looked up on every decision, filled only from the schema.
+    actions: foldhash::HashMap<String, EntityUid>,
     /// Each action's entity with its groups as (transitive) parents: the one
     /// piece of the action hierarchy a decision needs, so a request adds just
     /// that entity instead of the whole hierarchy.

@@ -191,7 +191,8 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
 pub struct RouteTable {
     /// Shared, so a request keeps its matched route by reference count, not by copy.
     routes: Vec<Arc<Route>>,
-    by_method: HashMap<String, Vec<usize>>,
+    /// foldhash: looked up on every request, filled only from the routes file.
+    by_method: foldhash::HashMap<String, Vec<usize>>,
     /// Actions no route names, with the reason (`[unrouted]`).
     pub unrouted: HashMap<String, String>,
 }

@@ -156,8 +156,8 @@ fn bench(c: &mut Criterion) {
     let caller = rolegate::authn::principal::Caller {
         kind: CredentialKind::UserToken,
         user_id: Some(cached.id.clone()),
-        org: Some(cached.org.clone()),
-        role: Some(cached.role.clone()),
+        org: Some(cached.membership.org.clone()),
+        role: Some(cached.membership.role.clone()),
     };
     // What the request path does for a decision it has not made before:
     // principal, resource and context are built; Cedar decides.
@@ -332,16 +332,20 @@ fn bench(c: &mut Criterion) {
             token::verify(&parsed, &u.key, &settings, &u.id, now).unwrap();
             let m = snap.routes.find("GET", "/stream/abc").unwrap();
             let action = snap.action(&m.route.action).unwrap();
-            let r = entities::resource(&m.route.resource_type, m.resource_id().unwrap(), &u.org);
+            let r = entities::resource(
+                &m.route.resource_type,
+                m.resource_id().unwrap(),
+                &u.membership.org,
+            );
             assert!(
                 snap.decide_as(
-                    Some(&u.role),
+                    Some(&u.membership.role),
                     rolegate::authz::decide::principal_entity(
                         &rolegate::authn::principal::Caller {
                             kind: CredentialKind::UserToken,
                             user_id: Some(u.id.clone()),
-                            org: Some(u.org.clone()),
-                            role: Some(u.role.clone()),
+                            org: Some(u.membership.org.clone()),
+                            role: Some(u.membership.role.clone()),
                         }
                     ),
                     action,

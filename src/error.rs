@@ -15,7 +15,7 @@ use crate::authn::credential::CredentialError;
 use crate::authn::playback_token::PlaybackError;
 use crate::authn::token::TokenError;
 use crate::reason::Reason;
-use crate::request::head::HeadError;
+use crate::request::head::{BodyTooLarge, HeadError};
 use crate::request::path::PathError;
 use crate::store::StoreError;
 
@@ -253,6 +253,12 @@ impl From<PathError> for ApiError {
 impl From<HeadError> for ApiError {
     fn from(e: HeadError) -> Self {
         ApiError::bad_param(e.reason(), e.parameter(), e.to_string())
+    }
+}
+
+impl From<BodyTooLarge> for ApiError {
+    fn from(_: BodyTooLarge) -> Self {
+        ApiError::PayloadTooLarge
     }
 }
 

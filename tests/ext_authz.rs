@@ -597,6 +597,39 @@ async fn method_overrides_and_bad_heads_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_above_the_limit_is_refused_as_the_proxy_refuses_it() {
+    let (_echo, sc, mut client) = sidecar("max_body_bytes = 1024").await;
+    let org = sc.org("acme").await;
+    let admin = sc.user(&org, "admin@acme.test", "nanoAdmin").await;
+    let t = sc.token(&admin.id).await;
+    let ask_with = |len: &'static str| {
+        request(
+            "POST",
+            "/stream",
+            &[("x-bintu-token", &t), ("content-length", len)],
+            CLIENT,
+        )
+    };
+    assert!(matches!(
+        ask(&mut client, ask_with("1024")).await,
+        Answer::Ok { .. }
+    ));
+    for len in ["1025", "99999999999999999999", "12x"] {
+        assert_eq!(
+            ask(&mut client, ask_with(len)).await.denied(),
+            (413, "payload_too_large".to_owned()),
+            "content-length {len}"
+        );
+    }
+    // The proxy answers the same request the same way.
+    let body = "x".repeat(1025);
+    let resp = sc
+        .send("POST", "/stream", &[("x-bintu-token", &t)], Some(&body))
+        .await;
+    assert_eq!(resp.status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_request_that_describes_no_request_fails_closed() {
     let (_echo, sc, mut client) = sidecar("").await;
     let org = sc.org("acme").await;

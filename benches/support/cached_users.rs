@@ -246,8 +246,8 @@ pub fn decision_share(
             let caller = Caller {
                 kind: CredentialKind::UserToken,
                 user_id: Some(user.id.clone()),
-                org: Some(user.org.clone()),
-                role: Some(user.role.clone()),
+                org: Some(user.membership.org.clone()),
+                role: Some(user.membership.role.clone()),
             };
             (caller, format!("stream-{i}"))
         })

@@ -127,7 +127,7 @@ impl DataListener {
         let target = proxy::target(&uri)?;
         crate::request::head::check(req.version(), req.headers(), target.query)?;
         crate::request::head::check_authority(req.version(), req.uri(), req.headers())?;
-        proxy::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
+        crate::request::head::check_declared_length(req.headers(), state.settings.max_body_bytes)?;
 
         // An HTTP/2 extended CONNECT (RFC 8441) is a WebSocket upgrade,
         // decided as a GET of its `:path` like HTTP/1.1's opening handshake.

@@ -276,12 +276,13 @@ async fn user_caller(state: &AppState, id: &str) -> Result<Option<Caller>, ApiEr
             .await?
             .map(|u| (Arc::from(u.id), Arc::from(u.org_id), Arc::from(u.role)))
     } else {
-        state
-            .cache
-            .user(id)
-            .await?
-            .value
-            .map(|u| (u.id.clone(), u.org.clone(), u.role.clone()))
+        state.cache.user(id).await?.value.map(|u| {
+            (
+                u.id.clone(),
+                u.membership.org.clone(),
+                u.membership.role.clone(),
+            )
+        })
     };
     Ok(found.map(|(user_id, org, role)| Caller {
         kind: CredentialKind::UserToken,

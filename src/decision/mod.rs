@@ -159,8 +159,8 @@ impl Decider {
                 Ok(Caller {
                     kind: CredentialKind::UserToken,
                     user_id: Some(user.id.clone()),
-                    org: Some(user.org.clone()),
-                    role: Some(user.role.clone()),
+                    org: Some(user.membership.org.clone()),
+                    role: Some(user.membership.role.clone()),
                 })
             }
             Credential::ApiKey(k) => {

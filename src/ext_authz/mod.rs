@@ -154,6 +154,9 @@ async fn decide_described(
         ));
     }
     head::check(req.version, &req.headers, query)?;
+    // Envoy sends the body on once allowed: a declared one above the limit
+    // is refused here, as the proxy refuses it before forwarding.
+    head::check_declared_length(&req.headers, state.settings.max_body_bytes)?;
     if req.method == "CONNECT" {
         return Err(ApiError::Denied(Reason::MethodNotAllowed));
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
@@ -63,21 +63,6 @@ pub fn target(uri: &Uri) -> Result<Target<'_>, ApiError> {
         query,
         path_and_query,
     })
-}
-
-/// Refuse a declared body above `max` before reading any of it.
-pub fn check_declared_length(headers: &HeaderMap, max: u64) -> Result<(), ApiError> {
-    if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u64::MAX);
-        if len > max {
-            return Err(ApiError::PayloadTooLarge);
-        }
-    }
-    Ok(())
 }
 
 /// Forwarding to the upstream.

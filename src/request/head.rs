@@ -46,6 +46,29 @@ impl HeadError {
     }
 }
 
+/// A declared body above `max_body_bytes` (a 413; see `error::ApiError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Request body too large")]
+pub struct BodyTooLarge;
+
+/// Refuse a declared body above `max` before reading any of it: the proxy
+/// before forwarding, ext_authz before Envoy sends the body on. A length
+/// that is not a number is refused as too large (the parser has already
+/// refused it where rolegate reads the request itself).
+pub fn check_declared_length(headers: &HeaderMap, max: u64) -> Result<(), BodyTooLarge> {
+    if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX);
+        if len > max {
+            return Err(BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
 /// Fields and parameters through which frameworks let a request claim
 /// another method than its request line's (Rails, Laravel, Symfony, Express's
 /// method-override, ASP.NET, Google's APIs).

@@ -80,8 +80,10 @@ impl Interner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The shared copy of `value`.
-    pub fn intern(&self, value: &str) -> Arc<str> {
+    /// The shared copy of `value` (entries take values through
+    /// [`Interner::membership`]; this is the tests' way in).
+    #[cfg(test)]
+    fn intern(&self, value: &str) -> Arc<str> {
         self.table().intern(value)
     }
 

@@ -264,6 +264,16 @@ pub fn load_policies(source: &PolicySource) -> Result<PolicySnapshot, CliError> 
     })
 }
 
+/// Threads of the blocking pool. Its work is the embedded store's calls (one
+/// SQLite connection behind a lock: a second thread only waits for it),
+/// password hashing (CPU-bound, 19 MiB of argon2 memory each) and the policy
+/// and certificate file checks. tokio's default of 512 let a burst of cache
+/// misses on the embedded store start ~50 threads, each with its own stack and
+/// malloc arena (~150 KiB resident apiece, measured under 100,000 users); the
+/// queue behind a small pool costs those misses nothing, since they were
+/// waiting for the connection's lock anyway.
+const BLOCKING_THREADS: usize = 4;
+
 /// A runtime for a command. One worker thread means the current-thread
 /// scheduler: every task runs on the thread that started the runtime, with no
 /// work-stealing queues and no cross-thread wake-ups (the multi-threaded
@@ -279,7 +289,10 @@ pub fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime,
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    b.enable_all().build().map_err(CliError::Runtime)
+    b.max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
 }
 
 /// Run a parsed command line; the one place a command's error is printed.

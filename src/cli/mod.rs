@@ -477,4 +477,36 @@ mod tests {
             64
         );
     }
+
+    /// A burst of blocking work never runs on more than BLOCKING_THREADS
+    /// threads, whatever the number of workers: the rest waits in the queue.
+    #[test]
+    fn blocking_work_runs_on_at_most_four_threads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        for workers in [Some(1), Some(2)] {
+            let rt = runtime(workers).unwrap();
+            let running = Arc::new(AtomicUsize::new(0));
+            let most = Arc::new(AtomicUsize::new(0));
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..24)
+                    .map(|_| {
+                        let (running, most) = (running.clone(), most.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            let most = most.load(Ordering::SeqCst);
+            assert!(most <= BLOCKING_THREADS, "{most} ran at once");
+            assert!(most >= 2, "the pool still runs work side by side ({most})");
+        }
+    }
 }

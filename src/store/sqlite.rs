@@ -1003,4 +1003,21 @@ mod tests {
         assert_eq!(sync, 2, "synchronous must be FULL");
         assert_eq!(journal, "wal");
     }
+
+    /// The connection's page cache is bounded at 512 KiB (a negative
+    /// cache_size is KiB), not SQLite's 2 MiB default: resident set.
+    #[tokio::test]
+    async fn the_page_cache_is_bounded_at_512_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db").display().to_string();
+        let store = SqliteStore::open(&path).await.unwrap();
+        let size: i64 = store
+            .with(|c| {
+                c.query_row("PRAGMA cache_size", [], |r| r.get(0))
+                    .map_err(super::q)
+            })
+            .await
+            .unwrap();
+        assert_eq!(size, -512);
+    }
 }

@@ -465,6 +465,30 @@ async fn every_admin_change_is_audited() {
 }
 
 crate::on_both_stores! {
+async fn a_malformed_webhook_is_refused_and_the_stored_one_kept() {
+    let w = world().await;
+    let good = "https://[2001:db8::1]:8443/hook";
+    assert_eq!(
+        w.put("/organisation/webhook", &w.admin_token, json!({"webhook": good}))
+            .await
+            .status,
+        200
+    );
+    for bad in ["http://[", "http://[::1]x/", "http://a b/", "https://u:p@h.example/", "http://"] {
+        let r = w
+            .put("/organisation/webhook", &w.admin_token, json!({"webhook": bad}))
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert_eq!(r.json()["error"]["userinfo"]["reason"], "invalid_webhook", "{}", r.body);
+    }
+    let org =
+        w.sc.send("GET", "/organisation", &[tok(&w.admin_token)], None)
+            .await;
+    assert_eq!(org.json()["data"]["webhook"], good);
+}
+}
+
+crate::on_both_stores! {
 async fn the_permission_overview_equals_what_the_policies_enforce() {
     let w = world().await;
     let src = std::fs::read_to_string(crate::support::repo().join("policies/routes.toml")).unwrap();

@@ -2,10 +2,9 @@
 
 use clap::Parser;
 
-/// jemalloc on Linux (see `rolegate::app::allocator` for why).
-#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+/// jemalloc where it is built (which targets, and why: `rolegate::app::allocator`).
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: rolegate::app::allocator::Global = rolegate::app::allocator::GLOBAL;
 
 fn main() -> std::process::ExitCode {
     rolegate::cli::run(rolegate::cli::Cli::parse())

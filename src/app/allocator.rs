@@ -23,6 +23,19 @@
 //! C libraries (SQLite) still allocate with glibc's malloc, so [`trim`] hands
 //! back both heaps.
 
+/// The binary's global allocator (`src/main.rs` installs [`GLOBAL`]): the
+/// one place that says which targets get jemalloc, beside [`trim`], which
+/// must purge the same allocator. The library's own test binaries keep the
+/// system allocator.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+pub type Global = tikv_jemallocator::Jemalloc;
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+pub const GLOBAL: Global = tikv_jemallocator::Jemalloc;
+#[cfg(not(all(target_os = "linux", not(target_env = "musl"))))]
+pub type Global = std::alloc::System;
+#[cfg(not(all(target_os = "linux", not(target_env = "musl"))))]
+pub const GLOBAL: Global = std::alloc::System;
+
 /// Give freed heap memory back to the system: jemalloc's dirty pages (the
 /// binary's allocations) and glibc's free lists (C libraries'). A no-op where
 /// neither is in use.

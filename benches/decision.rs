@@ -158,6 +158,7 @@ fn bench(c: &mut Criterion) {
         user_id: Some(cached.id.clone()),
         org: Some(cached.membership.org.clone()),
         role: Some(cached.membership.role.clone()),
+        membership: None,
     };
     // What the request path does for a decision it has not made before:
     // principal, resource and context are built; Cedar decides.
@@ -204,6 +205,7 @@ fn bench(c: &mut Criterion) {
                     user_id: Some(Arc::from(format!("user-{i:06}").as_str())),
                     org: Some(Arc::from(org.as_str())),
                     role: Some(Arc::from("nanoUser")),
+                    membership: None,
                 },
                 format!("stream-{i:06}"),
                 org,
@@ -346,6 +348,7 @@ fn bench(c: &mut Criterion) {
                             user_id: Some(u.id.clone()),
                             org: Some(u.membership.org.clone()),
                             role: Some(u.membership.role.clone()),
+                            membership: None,
                         }
                     ),
                     action,

@@ -63,9 +63,14 @@ pub struct StageLabels {
 /// The timed stages of a request.
 #[derive(Clone, Copy, Debug)]
 pub enum Stage {
+    /// The credential read, verified, and its principal found.
     Credential,
+    /// A principal lookup the store answered (a miss, or one joined to
+    /// another request's read); hits are not timed apart.
     Cache,
+    /// The route's match, the resource's organisation and the Cedar decision.
     Decision,
+    /// The forwarded request, until the upstream's response head.
     Upstream,
 }
 
@@ -202,7 +207,7 @@ impl Metrics {
         );
         registry.register(
             "stage_seconds",
-            "Time spent per request stage (credential, cache, decision, upstream)",
+            "Time spent per request stage: credential, cache (principal lookups the store answered; hits are counted in cache_hits), decision, upstream",
             m.stage_seconds.clone(),
         );
         registry.register("cache_hits", "Principal cache hits", m.cache_hits.clone());

@@ -1167,18 +1167,21 @@ impl CallerSpec {
                 user_id: Some(Arc::from(user.as_str())),
                 org: Some(Arc::from(org.as_str())),
                 role: Some(Arc::from(role.as_str())),
+                membership: None,
             },
             1 => Caller {
                 kind: CredentialKind::ApiKey,
                 user_id: None,
                 org: Some(Arc::from(org.as_str())),
                 role: Some(Arc::from(rolegate::store::ADMIN_ROLE)),
+                membership: None,
             },
             2 => Caller {
                 kind: CredentialKind::PlayerKey,
                 user_id: None,
                 org: Some(Arc::from(org.as_str())),
                 role: None,
+                membership: None,
             },
             _ => Caller::anonymous(),
         }

@@ -243,12 +243,7 @@ pub fn decision_share(
         .enumerate()
         .map(|(i, id)| {
             let user = rt.block_on(cache.user(id)).unwrap().value.unwrap();
-            let caller = Caller {
-                kind: CredentialKind::UserToken,
-                user_id: Some(user.id.clone()),
-                org: Some(user.membership.org.clone()),
-                role: Some(user.membership.role.clone()),
-            };
+            let caller = Caller::user(user.id.clone(), user.membership.clone());
             (caller, format!("stream-{i}"))
         })
         .collect();

@@ -497,10 +497,7 @@ mod tests {
         let settings = settings();
         let user = CachedUser {
             id: Arc::from("u1"),
-            membership: Arc::new(Membership {
-                org: Arc::from("o1"),
-                role: Arc::from("nanoUser"),
-            }),
+            membership: Arc::new(Membership::new(Arc::from("o1"), Arc::from("nanoUser"))),
             key: VerifyKey::new(&secret()),
             born_ms: 0,
             verified: OnceLock::new(),

@@ -127,7 +127,9 @@ fn single<'a>(seen: &Seen<'a>, slot: usize) -> Result<Option<&'a str>, Credentia
     let s = first
         .to_str()
         .map_err(|_| CredentialError::Malformed)?
-        .trim();
+        // A header value's only whitespace is spaces and tabs (RFC 9110
+        // §5.5): the ASCII trim is exact, and skips `char` decoding.
+        .trim_ascii();
     if s.is_empty() {
         return Err(CredentialError::Malformed);
     }
@@ -144,13 +146,15 @@ pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, CredentialError> {
     let bearer = match single(&seen, BEARER)? {
         None => None,
         Some(v) => {
-            let (scheme, rest) = v
-                .split_once(' ')
-                .ok_or(CredentialError::UnsupportedScheme)?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(CredentialError::UnsupportedScheme);
-            }
-            let rest = rest.trim();
+            // The scheme is the text up to the first space: `Bearer` in any
+            // case. Compared as a 7-byte prefix, scheme and space together,
+            // which is the same test as splitting at the first space; the
+            // split's character search cost more than the comparison.
+            let rest = match v.get(..7) {
+                Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &v[7..],
+                _ => return Err(CredentialError::UnsupportedScheme),
+            };
+            let rest = rest.trim_ascii();
             if rest.is_empty() {
                 return Err(CredentialError::Malformed);
             }
@@ -231,6 +235,23 @@ mod tests {
         );
         assert_eq!(
             extract(&headers(&[("authorization", "Basic abc")])),
+            Err(CredentialError::UnsupportedScheme)
+        );
+        // The scheme is everything up to the first space, in any case.
+        for v in ["Bearer", "Bearertoken", "Bearer\tt", "Bear t", "Bearers t"] {
+            assert_eq!(
+                extract(&headers(&[("authorization", v)])),
+                Err(CredentialError::UnsupportedScheme),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            extract(&headers(&[("authorization", "bEaReR   t ")])),
+            Ok(Credential::UserToken("t"))
+        );
+        // Trimmed first: a scheme with nothing after it.
+        assert_eq!(
+            extract(&headers(&[("authorization", "Bearer  ")])),
             Err(CredentialError::UnsupportedScheme)
         );
         assert_eq!(

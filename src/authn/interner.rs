@@ -16,6 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use http::HeaderValue;
+
 /// Smallest table size at which pruning starts.
 const MIN_PRUNE_AT: usize = 64;
 
@@ -24,6 +26,23 @@ const MIN_PRUNE_AT: usize = 64;
 pub struct Membership {
     pub org: Arc<str>,
     pub role: Arc<str>,
+    /// The two as the values of the identity headers a forwarded request
+    /// carries (`None`: not a valid header value, and so not sent). Built
+    /// once per pair: building them per request was a validation, a copy
+    /// and an allocation each, on every forwarded request.
+    pub org_value: Option<HeaderValue>,
+    pub role_value: Option<HeaderValue>,
+}
+
+impl Membership {
+    pub fn new(org: Arc<str>, role: Arc<str>) -> Self {
+        Membership {
+            org_value: HeaderValue::from_str(&org).ok(),
+            role_value: HeaderValue::from_str(&role).ok(),
+            org,
+            role,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -105,7 +124,7 @@ impl Interner {
         table
             .pairs
             .entry(key)
-            .or_insert_with(|| Arc::new(Membership { org, role }))
+            .or_insert_with(|| Arc::new(Membership::new(org, role)))
             .clone()
     }
 
@@ -139,6 +158,13 @@ mod tests {
         let b = interner.membership(&String::from("o1"), "nanoUser");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!((&*a.org, &*a.role), ("o1", "nanoUser"));
+        assert_eq!(
+            (a.org_value.as_ref(), a.role_value.as_ref()),
+            (
+                Some(&HeaderValue::from_static("o1")),
+                Some(&HeaderValue::from_static("nanoUser"))
+            )
+        );
         let c = interner.membership("o1", "nanoAdmin");
         let d = interner.membership("o2", "nanoUser");
         assert!(!Arc::ptr_eq(&a, &c) && !Arc::ptr_eq(&a, &d));

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::authn::credential::CredentialKind;
+use crate::authn::interner::Membership;
 
 /// The authenticated caller of a request.
 #[derive(Clone)]
@@ -14,6 +15,11 @@ pub struct Caller {
     pub org: Option<Arc<str>>,
     /// The current role (users), `nanoAdmin` (API key), or none.
     pub role: Option<Arc<str>>,
+    /// The shared pair `org` and `role` were taken from, with their header
+    /// values prebuilt (users, through the principal cache); `None` where
+    /// they came from elsewhere. Only [`Caller::user`] sets it, so the two
+    /// always agree.
+    pub membership: Option<Arc<Membership>>,
 }
 
 impl Caller {
@@ -23,6 +29,18 @@ impl Caller {
             user_id: None,
             org: None,
             role: None,
+            membership: None,
+        }
+    }
+
+    /// A user, as the principal cache holds them.
+    pub fn user(user_id: Arc<str>, membership: Arc<Membership>) -> Self {
+        Caller {
+            kind: CredentialKind::UserToken,
+            user_id: Some(user_id),
+            org: Some(membership.org.clone()),
+            role: Some(membership.role.clone()),
+            membership: Some(membership),
         }
     }
 

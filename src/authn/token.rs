@@ -382,19 +382,23 @@ impl Verified {
 /// replaced whenever the user's tokenKey or role changes, so it never
 /// outlives the key it verified with.
 ///
-/// The token is remembered by a 128-bit SipHash-1-3 digest under a key drawn
-/// at random when the process starts, not as its ~380 bytes: a token is
-/// recognised when its digest is equal. SipHash is a pseudorandom function
-/// with a secret key, and no digest ever leaves the process, so nobody can
-/// make another token with an equal digest except by guessing (2^-128 per
-/// request; the HS256 MAC it stands in for is 2^-256). A token recognised
-/// so is granted only what the remembered one was: its window, and the
-/// entry's user and role. 1-3 rather than 2-4 rounds (the variant Rust's
-/// `HashMap` uses against crafted keys): hashing the token is the largest
-/// single cost a cached request adds, and 2-4 took about 1,800 instructions
-/// of it. The window is kept in 32-bit seconds (good until 2106); a token
-/// whose times do not fit is simply not remembered, and verified in full
-/// each time.
+/// The token is remembered by a 128-bit digest, not as its ~380 bytes: a
+/// token is recognised when its digest is equal. The digest is POLYVAL (RFC
+/// 8452), a polynomial over GF(2^128) evaluated at a key drawn at random when
+/// the process starts, over the token's bytes and then its length. For two
+/// different tokens the digests are equal only if the key is a root of their
+/// difference, a nonzero polynomial (the length block keeps the encoding
+/// one-to-one) of degree at most the ~25 blocks: at most 25 keys of 2^128.
+/// No digest ever leaves the process, so a client that holds the remembered
+/// token learns nothing of the key but whether each token it sends is
+/// accepted: a forgery succeeds with chance about 2^-123 per request (the
+/// HS256 MAC it stands in for is 2^-256). A token recognised so is granted
+/// only what the remembered one was: its window, and the entry's user and
+/// role. Why POLYVAL: hashing the token is the largest single cost a cached
+/// request adds; SipHash-1-3 took about 1,100 instructions of it, and
+/// POLYVAL's carry-less multiplications about a third of that. The window is
+/// kept in 32-bit seconds (good until 2106); a token whose times do not fit is
+/// simply not remembered, and verified in full each time.
 pub(crate) struct VerifiedToken {
     digest: [u64; 2],
     exp: u32,
@@ -403,14 +407,26 @@ pub(crate) struct VerifiedToken {
 
 /// The memo's digest of a token.
 fn token_digest(token: &str) -> [u64; 2] {
-    use siphasher::sip128::{Hasher128, SipHasher13};
-    use std::hash::Hasher;
-    static KEY: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    let &(k0, k1) = KEY.get_or_init(|| (rand::random(), rand::random()));
-    let mut h = SipHasher13::new_with_keys(k0, k1);
-    h.write(token.as_bytes());
-    let d = h.finish128();
-    [d.h1, d.h2]
+    use polyval::universal_hash::UniversalHash;
+    use polyval::{Block, Polyval};
+    static KEYED: std::sync::OnceLock<Polyval> = std::sync::OnceLock::new();
+    let mut h = KEYED
+        .get_or_init(|| {
+            // A zero key would make every digest zero (chance 2^-128).
+            let mut key = [0u8; 16];
+            while key == [0u8; 16] {
+                key = rand::random();
+            }
+            Polyval::new(&key.into())
+        })
+        .clone();
+    h.update_padded(token.as_bytes());
+    let mut length = [0u8; 16];
+    length[..8].copy_from_slice(&(token.len() as u64).to_le_bytes());
+    h.update(&[Block::from(length)]);
+    let tag: [u8; 16] = h.finalize().into();
+    let tag = u128::from_le_bytes(tag);
+    [tag as u64, (tag >> 64) as u64]
 }
 
 impl VerifiedToken {
@@ -571,6 +587,9 @@ mod tests {
         other[last] = if other[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(memo.window_of(std::str::from_utf8(&other).unwrap()), None);
         assert_eq!(memo.window_of(&t[..t.len() - 1]), None);
+        // Zero bytes appended pad to the same blocks: the length block tells them apart.
+        assert_ne!(token_digest("ab"), token_digest("ab\0"));
+        assert_ne!(token_digest(""), token_digest("\0"));
         // Times past 2106 do not fit the memo: such a token is not remembered.
         let far = Verified {
             exp: u64::from(u32::MAX) + 1,

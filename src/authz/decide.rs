@@ -54,13 +54,6 @@ pub fn decide_action(
     resource_org: &str,
     facts: &RequestFacts<'_>,
 ) -> Arc<Outcome> {
-    let Some(action_uid) = snapshot.action(action) else {
-        return Arc::new(Outcome {
-            allowed: false,
-            policies: vec![],
-            errors: vec![format!("unknown action `{action}`")],
-        });
-    };
     // The key holds every input the principal, resource and context are
     // built from (`Caller::entity` is built from its kind, id, role and org),
     // ids abstracted unless a policy names them (see `decisions`).
@@ -86,6 +79,15 @@ pub fn decide_action(
     let key = match looked_up {
         Ok(known) => return known,
         Err(key) => key,
+    };
+    // Looked up after the cache: an unknown action's outcome holds an error,
+    // and outcomes with errors are never cached, so no hit skips this check.
+    let Some(action_uid) = snapshot.action(action) else {
+        return Arc::new(Outcome {
+            allowed: false,
+            policies: vec![],
+            errors: vec![format!("unknown action `{action}`")],
+        });
     };
     let resource = entities::resource(resource_type, resource_id, resource_org);
     let outcome = snapshot.decide_as(
@@ -149,6 +151,7 @@ mod tests {
             user_id: Some(Arc::from(id)),
             org: Some(Arc::from(org)),
             role: Some(Arc::from(role)),
+            membership: None,
         }
     }
 
@@ -162,6 +165,7 @@ mod tests {
             user_id: (kind == CredentialKind::UserToken).then(|| Arc::from("u-1")),
             org: (kind != CredentialKind::Anonymous).then(|| Arc::from("org-1")),
             role: Some(Arc::from("nanoUser")),
+            membership: None,
         };
         for kind in [
             CredentialKind::UserToken,
@@ -260,6 +264,7 @@ when { principal == resource };
                 user_id: None,
                 org: Some(Arc::from(org)),
                 role: Some(Arc::from(crate::store::ADMIN_ROLE)),
+                membership: None,
             });
         }
         let mut targets: Vec<(&str, &str, &str, &str)> = Vec::new();

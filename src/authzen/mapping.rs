@@ -289,6 +289,7 @@ async fn user_caller(state: &AppState, id: &str) -> Result<Option<Caller>, ApiEr
         user_id: Some(user_id),
         org: Some(org),
         role: Some(role),
+        membership: None,
     }))
 }
 

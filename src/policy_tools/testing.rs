@@ -88,6 +88,7 @@ impl CallerSpec {
                     user_id: Some(Arc::from(USER)),
                     org: Some(org),
                     role: Some(Arc::from(r.as_str())),
+                    membership: None,
                 }
             }
             CallerSpec::ApiKey => Caller {
@@ -95,12 +96,14 @@ impl CallerSpec {
                 user_id: None,
                 org: Some(org),
                 role: Some(Arc::from(crate::store::ADMIN_ROLE)),
+                membership: None,
             },
             CallerSpec::PlayerKey => Caller {
                 kind: CredentialKind::PlayerKey,
                 user_id: None,
                 org: Some(org),
                 role: None,
+                membership: None,
             },
             CallerSpec::Anonymous => Caller::anonymous(),
         })

@@ -293,9 +293,9 @@ impl Decider {
             };
         }
 
-        let resource_id = m.resource_id().unwrap_or("").to_owned();
+        let resource_id: &str = m.resource_id().unwrap_or("");
         let org = self
-            .resource_org(&route.resource_type, &resource_id, &caller)
+            .resource_org(&route.resource_type, resource_id, &caller)
             .await?;
         let facts = RequestFacts {
             method: q.method,
@@ -305,8 +305,7 @@ impl Decider {
             tag_filter: path::query_has_tag_filter(q.query),
         };
         let stage = otel::stage(StageName::Decision);
-        let decision =
-            allowed::decide_route(&snapshot, &caller, &route, &resource_id, &org, &facts);
+        let decision = allowed::decide_route(&snapshot, &caller, &route, resource_id, &org, &facts);
         stage.set_str("rolegate.action", &route.action);
         stage.set_str("http.route", &route.template);
         stage.set(
@@ -328,7 +327,7 @@ impl Decider {
                 self.shadow_compare(
                     &caller,
                     &route,
-                    &resource_id,
+                    resource_id,
                     &org,
                     &facts,
                     true,
@@ -344,7 +343,7 @@ impl Decider {
                 self.shadow_compare(
                     &caller,
                     &route,
-                    &resource_id,
+                    resource_id,
                     &org,
                     &facts,
                     false,

@@ -390,11 +390,12 @@ impl Verified {
 /// the process starts, over the token's bytes and then its length. For two
 /// different tokens the digests are equal only if the key is a root of their
 /// difference, a nonzero polynomial (the length block keeps the encoding
-/// one-to-one) of degree at most the ~25 blocks: at most 25 keys of 2^128.
-/// No digest ever leaves the process, so a client that holds the remembered
-/// token learns nothing of the key but whether each token it sends is
-/// accepted: a forgery succeeds with chance about 2^-123 per request (the
-/// HS256 MAC it stands in for is 2^-256). A token recognised so is granted
+/// one-to-one) whose degree is the longer token's number of blocks: at most
+/// 257 of the 2^128 keys, for a credential of at most 4 KiB. No digest ever
+/// leaves the process, so a client that holds the remembered token learns
+/// nothing of the key but whether each token it sends is accepted: a forgery
+/// succeeds with chance below 2^-119 per request (the HS256 MAC it stands in
+/// for is 2^-256). A token recognised so is granted
 /// only what the remembered one was: its window, and the entry's user and
 /// role. Why POLYVAL: hashing the token is the largest single cost a cached
 /// request adds; SipHash-1-3 took about 1,100 instructions of it, and

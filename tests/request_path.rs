@@ -447,6 +447,19 @@ async fn cache_hits_do_no_store_io_and_unknown_kids_are_cached() {
     }
     assert_eq!(w.sc.state.metrics.cache_misses.get(), 1);
     assert_eq!(w.sc.state.metrics.cache_hits.get(), 4);
+    // Every request times its credential stage; the cache stage times only
+    // the lookup the store answered (hits are counted, not timed apart).
+    let metrics = w.sc.ops_get("/metrics").await.body;
+    let stage_count = |stage: &str| {
+        let prefix = format!("rolegate_stage_seconds_count{{stage=\"{stage}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(stage_count("credential"), Some(5), "{metrics}");
+    assert_eq!(stage_count("cache"), Some(1), "{metrics}");
+    assert_eq!(stage_count("decision"), Some(5), "{metrics}");
     let unknown = forge(
         &header("00000000-0000-4000-8000-000000000000"),
         &claims("x"),

@@ -395,13 +395,13 @@ impl Verified {
 /// leaves the process, so a client that holds the remembered token learns
 /// nothing of the key but whether each token it sends is accepted: a forgery
 /// succeeds with chance below 2^-119 per request (the HS256 MAC it stands in
-/// for is 2^-256). A token recognised so is granted
-/// only what the remembered one was: its window, and the entry's user and
-/// role. Why POLYVAL: hashing the token is the largest single cost a cached
-/// request adds; SipHash-1-3 took about 1,100 instructions of it, and
-/// POLYVAL's carry-less multiplications about a third of that. The window is
-/// kept in 32-bit seconds (good until 2106); a token whose times do not fit is
-/// simply not remembered, and verified in full each time.
+/// for is 2^-256). A token recognised so is granted only what the remembered
+/// one was: its window, and the entry's user and role. Why POLYVAL: hashing
+/// the token is the largest single cost a cached request adds; SipHash-1-3
+/// took about 1,100 instructions of it, POLYVAL's carry-less multiplications
+/// take about 700. The window is kept in 32-bit seconds (good until 2106); a
+/// token whose times do not fit is simply not remembered, and verified in
+/// full each time.
 pub(crate) struct VerifiedToken {
     digest: [u64; 2],
     exp: u32,

@@ -46,7 +46,7 @@ const CAPACITY: usize = 4096;
 /// random seed (quick_cache's default, as for the user cache). Why
 /// quick_cache: a hit is one hash and a probe under a shard's read lock,
 /// where moka also queued the read for its eviction policy and ran that
-/// queue's upkeep, about 300 instructions and a shared channel on every
+/// queue's upkeep, about 230 instructions and a shared channel on every
 /// proxied request. Why foldhash: the std SipHash over a ~70-byte key was
 /// about 1,000 instructions. Most of a key is the policies' own names and
 /// small numbers, and the table holds at most `CAPACITY` entries, so a seeded

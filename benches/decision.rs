@@ -153,13 +153,8 @@ fn bench(c: &mut Criterion) {
     };
     let action = snap.action("getStream").unwrap().clone();
     let cached = rt.block_on(cache.user(&user.id)).unwrap().value.unwrap();
-    let caller = rolegate::authn::principal::Caller {
-        kind: CredentialKind::UserToken,
-        user_id: Some(cached.id.clone()),
-        org: Some(cached.membership.org.clone()),
-        role: Some(cached.membership.role.clone()),
-        membership: None,
-    };
+    let caller =
+        rolegate::authn::principal::Caller::user(cached.id.clone(), cached.membership.clone());
     // What the request path does for a decision it has not made before:
     // principal, resource and context are built; Cedar decides.
     c.bench_function("cedar_decision", |b| {
@@ -200,13 +195,11 @@ fn bench(c: &mut Criterion) {
         .map(|i| {
             let org = format!("org-{i:06}");
             (
-                rolegate::authn::principal::Caller {
-                    kind: CredentialKind::UserToken,
-                    user_id: Some(Arc::from(format!("user-{i:06}").as_str())),
-                    org: Some(Arc::from(org.as_str())),
-                    role: Some(Arc::from("nanoUser")),
-                    membership: None,
-                },
+                rolegate::authn::principal::Caller::user_in(
+                    &format!("user-{i:06}"),
+                    &org,
+                    "nanoUser",
+                ),
                 format!("stream-{i:06}"),
                 org,
             )
@@ -341,15 +334,12 @@ fn bench(c: &mut Criterion) {
             );
             assert!(
                 snap.decide_as(
-                    Some(&u.membership.role),
+                    u.membership.role.as_deref(),
                     rolegate::authz::decide::principal_entity(
-                        &rolegate::authn::principal::Caller {
-                            kind: CredentialKind::UserToken,
-                            user_id: Some(u.id.clone()),
-                            org: Some(u.membership.org.clone()),
-                            role: Some(u.membership.role.clone()),
-                            membership: None,
-                        }
+                        &rolegate::authn::principal::Caller::user(
+                            u.id.clone(),
+                            u.membership.clone(),
+                        )
                     ),
                     action,
                     r,

@@ -1162,27 +1162,9 @@ impl CallerSpec {
     fn caller(&self) -> Caller {
         let CallerSpec(kind, user, org, role) = self;
         match kind {
-            0 => Caller {
-                kind: CredentialKind::UserToken,
-                user_id: Some(Arc::from(user.as_str())),
-                org: Some(Arc::from(org.as_str())),
-                role: Some(Arc::from(role.as_str())),
-                membership: None,
-            },
-            1 => Caller {
-                kind: CredentialKind::ApiKey,
-                user_id: None,
-                org: Some(Arc::from(org.as_str())),
-                role: Some(Arc::from(rolegate::store::ADMIN_ROLE)),
-                membership: None,
-            },
-            2 => Caller {
-                kind: CredentialKind::PlayerKey,
-                user_id: None,
-                org: Some(Arc::from(org.as_str())),
-                role: None,
-                membership: None,
-            },
+            0 => Caller::user_in(user, org, role),
+            1 => Caller::api_key_of(org),
+            2 => Caller::player_key_of(org),
             _ => Caller::anonymous(),
         }
     }

@@ -248,7 +248,7 @@ pub fn decision_share(
         })
         .collect();
     let decide = |(caller, stream): &(Caller, String)| {
-        let org = caller.org.as_deref().unwrap();
+        let org = caller.org().unwrap();
         rolegate::authz::decide::decide_action(
             &snap,
             caller,

@@ -23,7 +23,7 @@ pub async fn audit(
     record(
         state,
         NewAudit {
-            org_id: ctx.caller.org.as_deref().unwrap_or("").to_owned(),
+            org_id: ctx.caller.org().unwrap_or("").to_owned(),
             actor: ctx.caller.actor(),
             action: action.to_owned(),
             target: target.to_owned(),

@@ -155,8 +155,7 @@ pub async fn dispatch(
 
 pub(crate) fn caller_org(ctx: &RequestCtx) -> Result<&str, ApiError> {
     ctx.caller
-        .org
-        .as_deref()
+        .org()
         .ok_or(ApiError::Denied(Reason::NoOrganisation))
 }
 

@@ -75,10 +75,12 @@ impl CachedUser {
     }
 }
 
-/// What the request path knows about an organisation key.
+/// What the request path knows about an organisation key: the organisation
+/// it acts in and the role it acts as (an API key `nanoAdmin`, a player key
+/// none), with their header values, built once per cached key.
 #[derive(Debug, Clone)]
 pub struct CachedKey {
-    pub org: Arc<str>,
+    pub membership: Arc<Membership>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +99,8 @@ pub struct PrincipalCache {
     users: Arc<Users>,
     /// The clock of the entries' `born_ms`.
     started: Instant,
+    /// `settings.ttl` in milliseconds, as entries' ages are compared with it.
+    ttl_ms: u64,
     /// When expired entries were last swept out (ms on the same clock).
     swept_ms: Arc<AtomicU64>,
     /// Organisation ids and role names, one copy each.
@@ -127,6 +131,9 @@ type KeyRead = Result<Option<CachedKey>, StoreError>;
 pub struct Lookup<T> {
     pub value: Option<T>,
     pub source: Source,
+    /// How long the store read (or the wait for another request's) took;
+    /// `None` when the cache answered, which reads no clock for it.
+    pub waited: Option<Duration>,
 }
 
 impl PrincipalCache {
@@ -141,6 +148,7 @@ impl PrincipalCache {
                 usize::try_from(settings.capacity).unwrap_or(usize::MAX),
             )),
             started: Instant::now(),
+            ttl_ms: u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX),
             swept_ms: Arc::default(),
             shared: Arc::default(),
             unknown_users: Cache::builder()
@@ -199,19 +207,24 @@ impl PrincipalCache {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// `now` on the entries' clock, in milliseconds.
+    fn ms_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn is_fresh(&self, user: &CachedUser, now_ms: u64) -> bool {
-        let ttl = u64::try_from(self.settings.ttl.as_millis()).unwrap_or(u64::MAX);
-        now_ms.saturating_sub(user.born_ms) < ttl
+        now_ms.saturating_sub(user.born_ms) < self.ttl_ms
     }
 
-    /// The cached entry of a user, if there is one within its TTL. An expired
-    /// one is dropped (unless a newer entry has replaced it meanwhile).
-    fn cached_user(&self, id: &str) -> Option<Arc<CachedUser>> {
+    /// The cached entry of a user, if there is one within its TTL at `now`.
+    /// An expired one is dropped (unless a newer entry has replaced it
+    /// meanwhile).
+    fn cached_user(&self, id: &str, now: Instant) -> Option<Arc<CachedUser>> {
         let user = self.users.get(id)?;
-        if self.is_fresh(&user, self.now_ms()) {
+        if self.is_fresh(&user, self.ms_at(now)) {
             return Some(user);
         }
         self.users.remove_if(id, |v| Arc::ptr_eq(v, &user));
@@ -224,8 +237,7 @@ impl PrincipalCache {
     fn sweep(&self) {
         let now = self.now_ms();
         let last = self.swept_ms.load(Ordering::Relaxed);
-        let ttl = u64::try_from(self.settings.ttl.as_millis()).unwrap_or(u64::MAX);
-        if now.saturating_sub(last) < ttl
+        if now.saturating_sub(last) < self.ttl_ms
             || self
                 .swept_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -257,8 +269,10 @@ impl PrincipalCache {
             return Ok(Lookup {
                 value,
                 source: Source::Cached,
+                waited: None,
             });
         }
+        let started = Instant::now();
         let seen = self.epoch();
         let (read, source) = flights
             .get(key(), seen, || cached().map(Ok), || read(seen))
@@ -266,12 +280,23 @@ impl PrincipalCache {
         Ok(Lookup {
             value: read?,
             source,
+            waited: Some(started.elapsed()),
         })
     }
 
     /// The user a token's `kid` names. `None`: no such user (possibly a cached answer).
     pub async fn user(&self, id: &str) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
-        let cached = || match self.cached_user(id) {
+        self.user_at(id, Instant::now()).await
+    }
+
+    /// [`PrincipalCache::user`], with entries' ages read at `now` (the
+    /// request's start, which its caller has read already).
+    pub async fn user_at(
+        &self,
+        id: &str,
+        now: Instant,
+    ) -> Result<Lookup<Arc<CachedUser>>, StoreError> {
+        let cached = || match self.cached_user(id, now) {
             Some(v) => Some(Some(v)),
             None => self.unknown_users.contains_key(id).then_some(None),
         };
@@ -315,7 +340,10 @@ impl PrincipalCache {
                     .org_by_api_key_hash(&hash)
                     .await?
                     .map(|o| CachedKey {
-                        org: Arc::from(o.id.as_str()),
+                        membership: Arc::new(Membership::new(
+                            Arc::from(o.id.as_str()),
+                            Some(Arc::from(crate::store::ADMIN_ROLE)),
+                        )),
                     });
                 self.api_keys.insert(hash, value.clone());
                 self.keep_if_current(seen, || self.api_keys.invalidate(&hash));
@@ -334,7 +362,7 @@ impl PrincipalCache {
             cached,
             |seen| async move {
                 let value = self.store.org_by_player_key(key).await?.map(|o| CachedKey {
-                    org: Arc::from(o.id.as_str()),
+                    membership: Arc::new(Membership::new(Arc::from(o.id.as_str()), None)),
                 });
                 self.player_keys.insert(Arc::from(key), value.clone());
                 self.keep_if_current(seen, || self.player_keys.invalidate(key));
@@ -459,7 +487,10 @@ mod tests {
         let b = cache.user(&users[1].id).await.unwrap().value.unwrap();
         assert!(Arc::ptr_eq(&a.membership, &b.membership));
         let m = &a.membership;
-        assert_eq!((&*m.org, &*m.role), (users[0].org_id.as_str(), "nanoUser"));
+        assert_eq!(
+            (&*m.org, m.role.as_deref()),
+            (users[0].org_id.as_str(), Some("nanoUser"))
+        );
         assert_eq!(&*b.id, users[1].id.as_str());
         // The entry struct stays within its budget (README, performance).
         assert!(std::mem::size_of::<CachedUser>() <= 120);
@@ -497,7 +528,10 @@ mod tests {
         let settings = settings();
         let user = CachedUser {
             id: Arc::from("u1"),
-            membership: Arc::new(Membership::new(Arc::from("o1"), Arc::from("nanoUser"))),
+            membership: Arc::new(Membership::new(
+                Arc::from("o1"),
+                Some(Arc::from("nanoUser")),
+            )),
             key: VerifyKey::new(&secret()),
             born_ms: 0,
             verified: OnceLock::new(),

@@ -21,11 +21,14 @@ use http::HeaderValue;
 /// Smallest table size at which pruning starts.
 const MIN_PRUNE_AT: usize = 64;
 
-/// A user's organisation and role, one copy per distinct pair.
+/// The organisation a caller acts in and the role they act as, one copy per
+/// distinct pair: a user's (interned, shared by every user of the pair), an
+/// API key's (`nanoAdmin`) or a player key's (no role), the latter two built
+/// once per cached key.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Membership {
     pub org: Arc<str>,
-    pub role: Arc<str>,
+    pub role: Option<Arc<str>>,
     /// The two as the values of the identity headers a forwarded request
     /// carries (`None`: not a valid header value, and so not sent). Built
     /// once per pair: building them per request was a validation, a copy
@@ -35,10 +38,10 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn new(org: Arc<str>, role: Arc<str>) -> Self {
+    pub fn new(org: Arc<str>, role: Option<Arc<str>>) -> Self {
         Membership {
             org_value: HeaderValue::from_str(&org).ok(),
-            role_value: HeaderValue::from_str(&role).ok(),
+            role_value: role.as_deref().and_then(|r| HeaderValue::from_str(r).ok()),
             org,
             role,
         }
@@ -124,7 +127,7 @@ impl Interner {
         table
             .pairs
             .entry(key)
-            .or_insert_with(|| Arc::new(Membership::new(org, role)))
+            .or_insert_with(|| Arc::new(Membership::new(org, Some(role))))
             .clone()
     }
 
@@ -157,7 +160,7 @@ mod tests {
         let a = interner.membership("o1", "nanoUser");
         let b = interner.membership(&String::from("o1"), "nanoUser");
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!((&*a.org, &*a.role), ("o1", "nanoUser"));
+        assert_eq!((&*a.org, a.role.as_deref()), ("o1", Some("nanoUser")));
         assert_eq!(
             (a.org_value.as_ref(), a.role_value.as_ref()),
             (
@@ -169,7 +172,8 @@ mod tests {
         let d = interner.membership("o2", "nanoUser");
         assert!(!Arc::ptr_eq(&a, &c) && !Arc::ptr_eq(&a, &d));
         // The pair's values are the interned ones.
-        assert!(Arc::ptr_eq(&a.org, &c.org) && Arc::ptr_eq(&a.role, &d.role));
+        assert!(Arc::ptr_eq(&a.org, &c.org));
+        assert!(matches!((&a.role, &d.role), (Some(x), Some(y)) if Arc::ptr_eq(x, y)));
         for i in 0..1000 {
             // As for evicted users of organisations seen once.
             interner.membership(&format!("gone{i}"), "nanoUser");

@@ -19,11 +19,11 @@ use crate::authz::{Outcome, PolicySnapshot};
 /// decision cache, and an `Entity` per cached user (attribute map,
 /// ancestor set) costs ~2 KiB, which 100,000 cached users would feel.
 pub fn principal_entity(caller: &Caller) -> Entity {
-    let org = caller.org.as_deref().unwrap_or("");
+    let org = caller.org().unwrap_or("");
     match caller.kind {
         CredentialKind::UserToken => entities::user(
             caller.user_id.as_deref().unwrap_or(""),
-            caller.role.as_deref().unwrap_or(""),
+            caller.role().unwrap_or(""),
             org,
         ),
         CredentialKind::ApiKey => entities::api_key(org),
@@ -34,7 +34,7 @@ pub fn principal_entity(caller: &Caller) -> Entity {
 
 /// The principal's entity type and id, as `entity()` builds them.
 pub fn principal_key(caller: &Caller) -> (&'static str, &str) {
-    let org = caller.org.as_deref().unwrap_or("");
+    let org = caller.org().unwrap_or("");
     match caller.kind {
         CredentialKind::UserToken => ("User", caller.user_id.as_deref().unwrap_or("")),
         CredentialKind::ApiKey => ("ApiKey", org),
@@ -65,8 +65,8 @@ pub fn decide_action(
                 action,
                 principal_type,
                 principal_id,
-                role: caller.role.as_deref(),
-                org: caller.org.as_deref(),
+                role: caller.role(),
+                org: caller.org(),
                 resource_type,
                 resource_id,
                 resource_org,
@@ -91,7 +91,7 @@ pub fn decide_action(
     };
     let resource = entities::resource(resource_type, resource_id, resource_org);
     let outcome = snapshot.decide_as(
-        caller.role.as_deref(),
+        caller.role(),
         principal_entity(caller),
         action_uid,
         resource,
@@ -122,7 +122,7 @@ pub fn log_deny(
         action,
         resource,
         principal = %caller.actor(),
-        role = caller.role.as_deref().unwrap_or(""),
+        role = caller.role().unwrap_or(""),
         policies = ?outcome.policies,
         errors = ?outcome.errors,
         "deny"
@@ -146,13 +146,7 @@ mod tests {
 
     /// A caller with a user token.
     fn user_caller(id: &str, org: &str, role: &str) -> Caller {
-        Caller {
-            kind: CredentialKind::UserToken,
-            user_id: Some(Arc::from(id)),
-            org: Some(Arc::from(org)),
-            role: Some(Arc::from(role)),
-            membership: None,
-        }
+        Caller::user_in(id, org, role)
     }
 
     /// The decision cache keys a decision by `principal_key`, and Cedar sees
@@ -160,12 +154,11 @@ mod tests {
     /// share a cached decision.
     #[test]
     fn the_decision_key_names_the_principal_cedar_sees() {
-        let member = |kind| Caller {
-            kind,
-            user_id: (kind == CredentialKind::UserToken).then(|| Arc::from("u-1")),
-            org: (kind != CredentialKind::Anonymous).then(|| Arc::from("org-1")),
-            role: Some(Arc::from("nanoUser")),
-            membership: None,
+        let member = |kind| match kind {
+            CredentialKind::UserToken => Caller::user_in("u-1", "org-1", "nanoUser"),
+            CredentialKind::ApiKey => Caller::api_key_of("org-1"),
+            CredentialKind::PlayerKey => Caller::player_key_of("org-1"),
+            CredentialKind::Anonymous => Caller::anonymous(),
         };
         for kind in [
             CredentialKind::UserToken,
@@ -259,13 +252,7 @@ when { principal == resource };
             }
         }
         for org in orgs {
-            callers.push(Caller {
-                kind: CredentialKind::ApiKey,
-                user_id: None,
-                org: Some(Arc::from(org)),
-                role: Some(Arc::from(crate::store::ADMIN_ROLE)),
-                membership: None,
-            });
+            callers.push(Caller::api_key_of(org));
         }
         let mut targets: Vec<(&str, &str, &str, &str)> = Vec::new();
         for action in ["getStream", "deleteStream", "setStreamTags"] {
@@ -304,7 +291,7 @@ when { principal == resource };
             for (caller, (action, rtype, rid, rorg)) in order {
                 let cached = decide_action(&snap, caller, action, rtype, rid, rorg, &facts);
                 let fresh = snap.decide_as(
-                    caller.role.as_deref(),
+                    caller.role(),
                     principal_entity(caller),
                     snap.action(action).unwrap(),
                     entities::resource(rtype, rid, rorg),
@@ -315,8 +302,8 @@ when { principal == resource };
                     (fresh.allowed, &fresh.policies, &fresh.errors),
                     "{:?} {:?} {:?} on {action} {rtype}::{rid} in {rorg}",
                     caller.user_id,
-                    caller.role,
-                    caller.org
+                    caller.role(),
+                    caller.org()
                 );
                 if fresh.allowed {
                     allowed += 1;

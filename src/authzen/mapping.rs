@@ -25,7 +25,8 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::authn::credential::{self, CredentialKind};
+use crate::authn::credential;
+use crate::authn::interner::Membership;
 use crate::authn::principal::Caller;
 use crate::authz::decide::decide_action;
 use crate::authz::entities::RequestFacts;
@@ -102,7 +103,7 @@ pub async fn evaluate(
 }
 
 fn is_admin(caller: &Caller) -> bool {
-    caller.role.as_deref() == Some(ADMIN_ROLE)
+    caller.role() == Some(ADMIN_ROLE)
 }
 
 /// A deny from the decision path, as the proxy would answer it; faults stay errors.
@@ -270,27 +271,19 @@ fn entity_type_known(snapshot: &PolicySnapshot, kind: &str) -> bool {
 /// The subject as a principal, at their current role and organisation.
 async fn user_caller(state: &AppState, id: &str) -> Result<Option<Caller>, ApiError> {
     let found = if id.contains('@') {
-        state
-            .store
-            .user_by_email(id)
-            .await?
-            .map(|u| (Arc::from(u.id), Arc::from(u.org_id), Arc::from(u.role)))
-    } else {
-        state.cache.user(id).await?.value.map(|u| {
-            (
-                u.id.clone(),
-                u.membership.org.clone(),
-                u.membership.role.clone(),
-            )
+        state.store.user_by_email(id).await?.map(|u| {
+            let membership = Membership::new(Arc::from(u.org_id), Some(Arc::from(u.role)));
+            (Arc::from(u.id), Arc::new(membership))
         })
+    } else {
+        state
+            .cache
+            .user(id)
+            .await?
+            .value
+            .map(|u| (u.id.clone(), u.membership.clone()))
     };
-    Ok(found.map(|(user_id, org, role)| Caller {
-        kind: CredentialKind::UserToken,
-        user_id: Some(user_id),
-        org: Some(org),
-        role: Some(role),
-        membership: None,
-    }))
+    Ok(found.map(|(user_id, membership)| Caller::user(user_id, membership)))
 }
 
 /// "May user U perform action A on resource R?": Cedar on the live snapshot.
@@ -352,7 +345,7 @@ async fn cedar_profile(
             action,
             resource = %format_args!("{resource_type}::\"{resource_id}\""),
             principal = %caller.actor(),
-            role = caller.role.as_deref().unwrap_or(""),
+            role = caller.role().unwrap_or(""),
             policies = ?outcome.policies,
             errors = ?outcome.errors,
             "deny: authzen"

@@ -116,10 +116,7 @@ pub fn decide_play(
     let outcome = Arc::new(crate::authz::play::decide_play(snapshot, grant, req));
     if outcome.allowed {
         Decision::Allow(Allowed {
-            caller: Caller {
-                org: Some(Arc::from(grant.org)),
-                ..Caller::anonymous()
-            },
+            caller: Caller::viewer_of(grant.org),
             credential: "playback",
             outcome: Some(outcome),
             playback: None,

@@ -175,21 +175,11 @@ pub fn set_identity(
     if let Some(u) = caller.user_id.as_deref() {
         set(headers, USER_ID_NAME, u);
     }
-    match caller.membership.as_deref() {
+    if let Some(m) = caller.membership() {
         // Built once per organisation and role; a clone is a reference count.
-        Some(m) => {
-            for (name, value) in [(ORG_ID_NAME, &m.org_value), (ROLE_NAME, &m.role_value)] {
-                if let Some(v) = value {
-                    headers.insert(name, v.clone());
-                }
-            }
-        }
-        None => {
-            if let Some(o) = caller.org.as_deref() {
-                set(headers, ORG_ID_NAME, o);
-            }
-            if let Some(r) = caller.role.as_deref() {
-                set(headers, ROLE_NAME, r);
+        for (name, value) in [(ORG_ID_NAME, &m.org_value), (ROLE_NAME, &m.role_value)] {
+            if let Some(v) = value {
+                headers.insert(name, v.clone());
             }
         }
     }

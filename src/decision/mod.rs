@@ -133,22 +133,26 @@ impl Decider {
         self.passthrough.then(allowed::passthrough)
     }
 
-    /// Who is calling: verify the credential and look the principal up (cache, then store).
-    pub async fn authenticate(&self, cred: &Credential<'_>) -> Result<Caller, ApiError> {
+    /// Who is calling: verify the credential and look the principal up
+    /// (cache, then store). `now` is the request's start: the principal
+    /// cache reads its entries' age from it instead of the clock.
+    pub async fn authenticate(
+        &self,
+        cred: &Credential<'_>,
+        now: Instant,
+    ) -> Result<Caller, ApiError> {
         match cred {
             Credential::Anonymous => Ok(Caller::anonymous()),
             Credential::UserToken(t) => {
                 let parsed = token::parse(t)?;
-                let started = Instant::now();
                 let cache = otel::stage(StageName::Cache);
-                let lookup = self.cache.user(parsed.kid()).await?;
-                if lookup.source != Source::Cached {
+                let lookup = self.cache.user_at(parsed.kid(), now).await?;
+                if let Some(waited) = lookup.waited {
                     // The stage times the lookups the store answered: a hit
                     // is a probe of an in-memory table, counted in
                     // `cache_hits` and timed within the credential stage,
                     // and timing it apart cost more than the probe.
-                    self.metrics
-                        .observe(Stage::Cache, started.elapsed().as_secs_f64());
+                    self.metrics.observe(Stage::Cache, waited.as_secs_f64());
                 }
                 let outcome = match lookup.source {
                     Source::Cached => (&self.metrics.cache_hits, "hit"),
@@ -171,13 +175,7 @@ impl Decider {
                     .await?
                     .value
                     .ok_or(ApiError::UnknownPrincipal(Reason::UnknownApiKey))?;
-                Ok(Caller {
-                    kind: CredentialKind::ApiKey,
-                    user_id: None,
-                    org: Some(org.org),
-                    role: Some(Arc::from(crate::store::ADMIN_ROLE)),
-                    membership: None,
-                })
+                Ok(Caller::org_key(CredentialKind::ApiKey, org.membership))
             }
             Credential::PlayerKey(k) => {
                 let org = self
@@ -186,13 +184,7 @@ impl Decider {
                     .await?
                     .value
                     .ok_or(ApiError::UnknownPrincipal(Reason::UnknownPlayerKey))?;
-                Ok(Caller {
-                    kind: CredentialKind::PlayerKey,
-                    user_id: None,
-                    org: Some(org.org),
-                    role: None,
-                    membership: None,
-                })
+                Ok(Caller::org_key(CredentialKind::PlayerKey, org.membership))
             }
         }
     }
@@ -207,7 +199,10 @@ impl Decider {
         id: &str,
         caller: &Caller,
     ) -> Result<Arc<str>, ApiError> {
-        let own = caller.org.clone().unwrap_or_else(|| Arc::from(""));
+        let own = caller
+            .shared_org()
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""));
         if resource_type == "User" {
             if let Some(u) = self.store.user(id).await? {
                 return Ok(Arc::from(u.org_id.as_str()));
@@ -241,7 +236,7 @@ impl Decider {
         let started = Instant::now();
         let stage = otel::stage(StageName::Credential);
         let cred = credential::extract(q.headers)?;
-        let caller = self.authenticate(&cred).await?;
+        let caller = self.authenticate(&cred, started).await?;
         stage.set("rolegate.credential", caller.kind.as_str());
         drop(stage);
         // One clock read ends the credential stage and starts the decision

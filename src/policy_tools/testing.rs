@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::authn::credential::CredentialKind;
 use crate::authn::principal::Caller;
 use crate::authz::decide::decide_action;
 use crate::authz::entities::RequestFacts;
@@ -77,34 +76,15 @@ impl CallerSpec {
 
     /// The principal as the proxy's `authenticate` builds it.
     fn caller(&self, snapshot: &PolicySnapshot) -> Result<Caller, ProbeError> {
-        let org: Arc<str> = Arc::from(ORG);
         Ok(match self {
             CallerSpec::Role(r) => {
                 if !snapshot.has_role(r) {
                     return Err(ProbeError::UnknownRole(r.clone()));
                 }
-                Caller {
-                    kind: CredentialKind::UserToken,
-                    user_id: Some(Arc::from(USER)),
-                    org: Some(org),
-                    role: Some(Arc::from(r.as_str())),
-                    membership: None,
-                }
+                Caller::user_in(USER, ORG, r)
             }
-            CallerSpec::ApiKey => Caller {
-                kind: CredentialKind::ApiKey,
-                user_id: None,
-                org: Some(org),
-                role: Some(Arc::from(crate::store::ADMIN_ROLE)),
-                membership: None,
-            },
-            CallerSpec::PlayerKey => Caller {
-                kind: CredentialKind::PlayerKey,
-                user_id: None,
-                org: Some(org),
-                role: None,
-                membership: None,
-            },
+            CallerSpec::ApiKey => Caller::api_key_of(ORG),
+            CallerSpec::PlayerKey => Caller::player_key_of(ORG),
             CallerSpec::Anonymous => Caller::anonymous(),
         })
     }
@@ -188,7 +168,7 @@ pub fn evaluate(snapshot: &PolicySnapshot, probe: &Probe) -> Result<Explanation,
     let resource_org = if probe.other_org {
         OTHER_ORG.to_owned()
     } else {
-        caller.org.as_deref().unwrap_or("").to_owned()
+        caller.org().unwrap_or("").to_owned()
     };
     let facts = RequestFacts {
         method: &method,

@@ -65,7 +65,7 @@ impl Holder {
             };
         }
         let caller = allowed.caller();
-        match (caller.kind, &caller.user_id, &caller.org) {
+        match (caller.kind, &caller.user_id, caller.shared_org()) {
             (CredentialKind::UserToken, Some(u), _) => Holder::User(u.clone()),
             (CredentialKind::ApiKey | CredentialKind::PlayerKey, _, Some(o)) => {
                 Holder::OrgKey(o.clone())

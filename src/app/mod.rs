@@ -411,7 +411,10 @@ pub async fn start(state: Arc<AppState>) -> Result<Running, StartError> {
         data_tls,
         move |req, peer| {
             let door = door.clone();
-            async move { door.handle(req, peer).await }
+            // Boxed here, once: the request's future (~4 KiB) is otherwise
+            // moved whole through the connection's service wrapper into
+            // hyper's in-flight slot, a copy at each step.
+            Box::pin(async move { door.handle(req, peer).await })
         },
         rx.clone(),
         state.settings.drain,

@@ -183,7 +183,11 @@ impl Upstream {
         loop {
             let (mut sender, fresh) = match self.pool.checkout(Instant::now()) {
                 Some(s) => (s, false),
-                None => (self.pool.connect().await?, true),
+                // Boxed: a new connection is the rare case, and its future
+                // (~1.2 KiB: dial and handshake) would otherwise be part of
+                // every request's future, which is moved (copied whole) as
+                // it is handed up the layers of the request path.
+                None => (Box::pin(self.pool.connect()).await?, true),
             };
             if fresh {
                 // Lets the new connection's task start; errors if it died.

@@ -100,7 +100,13 @@ impl H2 {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut sender, fresh) = self.sender(dialer).await?;
+            // The shared connection is up but for the first request (or
+            // after it closed): the dial's future is boxed so that it is
+            // not part of every request's (see `Upstream::exchange`).
+            let (mut sender, fresh) = match self.live() {
+                Some(s) => (s, false),
+                None => Box::pin(self.sender(dialer)).await?,
+            };
             sender
                 .ready()
                 .await

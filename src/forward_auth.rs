@@ -118,7 +118,10 @@ pub async fn handle(
         Verdict::Local(_) => return Err(ApiError::Denied(Reason::NotForwardable)),
     };
     let mut resp = empty_response(StatusCode::OK);
-    forwarding::set_identity(resp.headers_mut(), &allowed, request_id, client_ip);
+    // The proxy that asked forwards the request itself, with its own
+    // forwarding headers: only the address is rolegate's to say.
+    let client = crate::request::client_addr::Client::address(client_ip);
+    forwarding::set_identity(resp.headers_mut(), &allowed, request_id, &client);
     state
         .metrics
         .count(Door::ForwardAuth, "allow", Reason::ForwardAuth);

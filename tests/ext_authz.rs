@@ -207,6 +207,10 @@ async fn an_allowed_request_gets_the_proxys_identity_headers_and_loses_what_the_
     assert_eq!(set["x-rolegate-role"], "nanoReadOnly");
     assert_eq!(set["x-rolegate-credential"], "token");
     assert_eq!(set["x-forwarded-for"], CLIENT);
+    // The scheme and host Envoy says the request came with, not the
+    // client's `X-Forwarded-Host`.
+    assert_eq!(set["x-forwarded-proto"], "http");
+    assert_eq!(set["x-forwarded-host"], "api.test");
     // Envoy's own id for the request (`http.id`), not the client's field.
     assert_eq!(set["x-request-id"], "envoy-request-id");
     let mut remove = a.remove().to_vec();
@@ -216,7 +220,6 @@ async fn an_allowed_request_gets_the_proxys_identity_headers_and_loses_what_the_
         [
             "proxy-authorization",
             "x-bintu-token",
-            "x-forwarded-host",
             "x-original-url",
             "x-user-id",
             "x_rolegate_role",

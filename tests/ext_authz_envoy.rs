@@ -244,7 +244,13 @@ async fn envoy_with_the_shipped_example_asks_rolegate_before_forwarding() {
     assert_eq!(header("x-rolegate-credential"), ["token"]);
     assert_eq!(header("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(header("x-request-id").len(), 1);
-    for gone in ["x-bintu-token", "x-user-id", "x-forwarded-host"] {
+    // Envoy's scheme and the Host the client sent, not the client's claim.
+    assert_eq!(header("x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        header("x-forwarded-host"),
+        [envoy.base.trim_start_matches("http://")]
+    );
+    for gone in ["x-bintu-token", "x-user-id"] {
         assert!(header(gone).is_empty(), "{gone} reached the upstream");
     }
 

@@ -94,6 +94,99 @@ async fn forward_auth_headers_from_an_untrusted_address_are_ignored() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(echo.last().unwrap().headers["x-forwarded-for"], "127.0.0.1");
+    // Nor do its scheme and host claims: the upstream is told rolegate's own view.
+    let r = sc
+        .send(
+            "GET",
+            "/stream",
+            &[
+                tok(&t),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let seen = echo.last().unwrap();
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        sc.base.trim_start_matches("http://")
+    );
+}
+
+/// Behind a proxy that terminates TLS and rewrites `Host`, the upstream still
+/// learns the scheme and host the client used, to build its own absolute
+/// URLs: from a trusted proxy what that proxy wrote (the last entry of a
+/// list; entries before it came with the request), when well-formed, and
+/// rolegate's own view otherwise. A forward-auth answer carries neither: the
+/// proxy that asked forwards the request with its own.
+#[tokio::test]
+async fn the_upstream_is_told_the_scheme_and_host_a_trusted_proxy_saw() {
+    let (echo, sc) = sidecar("127.0.0.1/32").await;
+    let org = sc.org("acme").await;
+    let u = sc.user(&org, "ro@acme.test", "nanoReadOnly").await;
+    let t = sc.token(&u.id).await;
+    let own_host = sc.base.trim_start_matches("http://").to_owned();
+    // (headers the proxy sends, the scheme and host the upstream is told)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "streams.example"),
+            ],
+            "https",
+            "streams.example",
+        ),
+        (
+            &[
+                ("x-forwarded-proto", "https, HTTP"),
+                ("x-forwarded-host", "evil.example, streams.example:8443"),
+            ],
+            "http",
+            "streams.example:8443",
+        ),
+        (
+            &[("forwarded", "for=192.0.2.1;proto=https;host=\"a.example\"")],
+            "https",
+            "a.example",
+        ),
+        (
+            &[
+                ("x-forwarded-proto", "ftp"),
+                ("x-forwarded-host", "user@evil.example"),
+            ],
+            "http",
+            &own_host,
+        ),
+        (&[("x-forwarded-host", "a/b")], "http", &own_host),
+        (&[], "http", &own_host),
+    ];
+    for (sent, proto, host) in cases {
+        let mut h = vec![tok(&t)];
+        h.extend_from_slice(sent);
+        let r = sc.send("GET", "/stream", &h, None).await;
+        assert_eq!(r.status, 200, "{sent:?}: {}", r.body);
+        let seen = echo.last().unwrap();
+        let got = |name: &str| -> Vec<String> {
+            seen.headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(got("x-forwarded-proto"), [*proto], "{sent:?}");
+        assert_eq!(got("x-forwarded-host"), [*host], "{sent:?}");
+        assert!(got("forwarded").is_empty(), "{sent:?}");
+    }
+    let mut h = original("GET", "/stream").to_vec();
+    h.extend([tok(&t), ("x-forwarded-proto", "https")]);
+    let r = sc.send("GET", "/_rolegate/forward-auth", &h, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.get("x-forwarded-proto").is_none());
+    assert!(r.headers.get("x-forwarded-host").is_none());
 }
 
 // === the shipped Traefik example, against what forward_auth.rs reads ===

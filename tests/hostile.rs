@@ -242,7 +242,12 @@ async fn rewrite_and_client_fields_never_reach_the_upstream() {
         let got: Vec<_> = seen.headers.get_all(*name).iter().collect();
         let own = matches!(
             *name,
-            "x-rolegate-user-id" | "x-rolegate-role" | "x-request-id" | "x-forwarded-for"
+            "x-rolegate-user-id"
+                | "x-rolegate-role"
+                | "x-request-id"
+                | "x-forwarded-for"
+                | "x-forwarded-host"
+                | "x-forwarded-proto"
         );
         if own {
             // rolegate's own value, exactly one, never the client's.
@@ -265,8 +270,13 @@ async fn rewrite_and_client_fields_never_reach_the_upstream() {
     }
     assert_eq!(seen.headers["x-rolegate-role"], "nanoAdmin");
     assert!(seen.headers.get("x-rolegate-org-id").is_some());
-    // The upstream sees its own Host, not the client's.
+    // The upstream sees its own Host, not the client's; the client's is
+    // told in X-Forwarded-Host, and the scheme of rolegate's listener in
+    // X-Forwarded-Proto (the peer is no trusted proxy: its claims count for
+    // nothing).
     assert_ne!(seen.headers["host"], "x");
+    assert_eq!(seen.headers["x-forwarded-host"], "x");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
 }
 
 #[tokio::test]

@@ -175,6 +175,15 @@ async fn client_certificates_are_required_when_a_client_ca_is_set() {
     assert_eq!(c.send("GET", "/stream", &[tok(&t)], None).await.status, 200);
     assert_eq!(c.send("GET", "/stream", &[], None).await.status, 401);
     assert_eq!(echo.count(), 1);
+    // The upstream, reached over plain HTTP, is told the client came over
+    // TLS, and which authority it asked for (HTTP/2: `:authority`).
+    let seen = echo.last().unwrap();
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    let host = seen.headers["x-forwarded-host"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(host.ends_with(&format!(":{}", a.port())), "{host}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::metrics::Door;
 use crate::proxy::{self, Proxy, ProxyBody};
 use crate::reason::Reason;
-use crate::request::client_addr;
+use crate::request::client_addr::{self, Client};
 use crate::state::AppState;
 
 pub struct DataListener {
@@ -182,6 +182,17 @@ impl DataListener {
             None
         };
 
+        // What the upstream is told of the client, where rolegate forwards.
+        let client = Client {
+            ip: client_ip,
+            origin: Some(client_addr::origin(
+                client_addr::is_trusted(peer.ip(), trusted),
+                req.headers(),
+                req.uri(),
+                state.settings.tls.is_some(),
+            )),
+        };
+
         if let Some(allowed) = state.decider.passthrough() {
             return self
                 .pass_on(
@@ -190,7 +201,7 @@ impl DataListener {
                     &target.path_and_query,
                     &allowed,
                     request_id,
-                    client_ip,
+                    &client,
                 )
                 .await;
         }
@@ -229,7 +240,7 @@ impl DataListener {
                         &target.path_and_query,
                         &allowed,
                         request_id,
-                        client_ip,
+                        &client,
                     )
                     .await;
             }
@@ -244,7 +255,7 @@ impl DataListener {
                         &target.path_and_query,
                         &allowed,
                         request_id,
-                        client_ip,
+                        &client,
                     )
                     .await?;
                 state.metrics.count_forwarded(Door::Proxy);
@@ -280,7 +291,7 @@ impl DataListener {
         path_and_query: &str,
         allowed: &crate::decision::Allowed,
         request_id: &HeaderValue,
-        client_ip: std::net::IpAddr,
+        client: &Client,
     ) -> Result<Response<ProxyBody>, ApiError> {
         match upgrade {
             Some((handshake, seen)) => {
@@ -291,7 +302,7 @@ impl DataListener {
                     path_and_query,
                     allowed,
                     request_id,
-                    client_ip,
+                    client,
                 ))
                 .await
             }
@@ -302,7 +313,7 @@ impl DataListener {
             None => {
                 Box::pin(
                     self.proxy
-                        .forward(req, path_and_query, allowed, request_id, client_ip),
+                        .forward(req, path_and_query, allowed, request_id, client),
                 )
                 .await
             }

@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::Allowed;
 use crate::authn::credential::{API_KEY_HEADER, PLAYER_KEY_HEADER, TOKEN_HEADER};
+use crate::request::client_addr::Client;
 use crate::request::{REQUEST_ID_HEADER, REQUEST_ID_NAME};
 
 pub const USER_ID_HEADER: &str = "x-rolegate-user-id";
@@ -156,6 +157,8 @@ const ORG_ID_NAME: HeaderName = HeaderName::from_static(ORG_ID_HEADER);
 const ROLE_NAME: HeaderName = HeaderName::from_static(ROLE_HEADER);
 const CREDENTIAL_NAME: HeaderName = HeaderName::from_static(CREDENTIAL_HEADER);
 const FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -164,12 +167,14 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Set rolegate's identity headers (after [`strip_request`]): who the
-/// upstream is told the caller is, which only an [`Allowed`] can say.
+/// upstream is told the caller is, which only an [`Allowed`] can say, and
+/// where from: the client's address, and with its origin the scheme and host
+/// it asked for (`X-Forwarded-Proto`, `X-Forwarded-Host`).
 pub fn set_identity(
     headers: &mut HeaderMap,
     allowed: &Allowed,
     request_id: &HeaderValue,
-    client: IpAddr,
+    client: &Client,
 ) {
     let caller = allowed.caller();
     if let Some(u) = caller.user_id.as_deref() {
@@ -188,8 +193,14 @@ pub fn set_identity(
         HeaderValue::from_static(allowed.credential()),
     );
     headers.insert(REQUEST_ID_NAME, request_id.clone());
-    if let Some(v) = ip_value(client) {
+    if let Some(v) = ip_value(client.ip) {
         headers.insert(FORWARDED_FOR_NAME, v);
+    }
+    if let Some(origin) = &client.origin {
+        headers.insert(FORWARDED_PROTO_NAME, origin.proto.clone());
+        if let Some(host) = &origin.host {
+            headers.insert(FORWARDED_HOST_NAME, host.clone());
+        }
     }
 }
 

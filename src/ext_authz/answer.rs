@@ -8,8 +8,6 @@
 //!   `x-request-id`, the `WWW-Authenticate` challenge on a 401) as a
 //!   `DeniedHttpResponse`, which Envoy sends to the client as it is.
 
-use std::net::IpAddr;
-
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
@@ -25,6 +23,7 @@ use http_body_util::BodyExt;
 
 use crate::decision::{forwarding, Allowed};
 use crate::error::ApiError;
+use crate::request::client_addr::Client;
 
 /// gRPC status codes (google.rpc.Code) the answers carry. Envoy allows on
 /// `OK` only; the others name the refusal for its logs and stats.
@@ -70,11 +69,11 @@ pub fn ok(
     request: &HeaderMap,
     allowed: &Allowed,
     request_id: &http::HeaderValue,
-    client_ip: IpAddr,
+    client: &Client,
     keep_credentials: bool,
 ) -> CheckResponse {
     let mut set = HeaderMap::new();
-    forwarding::set_identity(&mut set, allowed, request_id, client_ip);
+    forwarding::set_identity(&mut set, allowed, request_id, client);
     let mut stripped = request.clone();
     forwarding::strip_request(&mut stripped, keep_credentials);
     let headers_to_remove = request

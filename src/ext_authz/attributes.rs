@@ -38,6 +38,8 @@ pub struct Described<'r> {
     /// The downstream peer of Envoy (`attributes.source.address`).
     pub peer: IpAddr,
     pub version: Version,
+    /// The URL scheme Envoy gives the request (`attributes.request.http.scheme`).
+    pub scheme: &'r str,
 }
 
 fn http_request(req: &CheckRequest) -> Result<&HttpRequest, AttributeError> {
@@ -171,6 +173,7 @@ pub fn read(req: &CheckRequest) -> Result<Result<Described<'_>, ApiError>, Attri
         headers,
         peer,
         version: version(&http.protocol),
+        scheme: &http.scheme,
     }))
 }
 

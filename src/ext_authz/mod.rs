@@ -141,6 +141,18 @@ async fn decide_described(
     }
     let trusted = &state.settings.trusted_proxies;
     let client_ip = client_addr::client_ip(req.peer, &req.headers, trusted);
+    // Envoy forwards the request and says how it came in: its scheme
+    // attribute and the `Host` (or `:authority`) it will send. These replace
+    // any client-sent `X-Forwarded-Proto`/`-Host`, as on the proxy door; an
+    // unknown scheme sets none (the client's copy is still removed).
+    let origin = client_addr::scheme_value(req.scheme).map(|proto| client_addr::Origin {
+        proto,
+        host: req.headers.get(http::header::HOST).cloned(),
+    });
+    let client = client_addr::Client {
+        ip: client_ip,
+        origin,
+    };
     let (raw_path, query) = match req.target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (req.target, None),
@@ -185,7 +197,7 @@ async fn decide_described(
                 &req.headers,
                 &allowed,
                 request_id,
-                client_ip,
+                &client,
                 state.settings.forward_credentials,
             ));
         }
@@ -195,7 +207,7 @@ async fn decide_described(
             &req.headers,
             &allowed,
             request_id,
-            client_ip,
+            &client,
             state.settings.forward_credentials,
         )),
         Verdict::Local(_) => Err(ApiError::Denied(Reason::NotForwardable)),

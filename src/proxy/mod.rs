@@ -16,7 +16,6 @@ pub mod websocket;
 pub mod websocket_h2;
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +29,7 @@ use crate::decision::Allowed;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Stage};
 use crate::reason::Reason;
+use crate::request::client_addr::Client;
 use crate::request::{path, REQUEST_ID_NAME};
 use upstream::{Upstream, UpstreamBody};
 
@@ -112,7 +112,7 @@ impl Proxy {
         path_and_query: &str,
         allowed: &Allowed,
         request_id: &HeaderValue,
-        client_ip: IpAddr,
+        client: &Client,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let relay = self
             .websocket
@@ -126,7 +126,7 @@ impl Proxy {
                 path_and_query,
                 allowed,
                 request_id,
-                client_ip,
+                client,
             )
             .await
     }
@@ -140,7 +140,7 @@ impl Proxy {
         path_and_query: &str,
         allowed: &Allowed,
         request_id: &HeaderValue,
-        client_ip: IpAddr,
+        client: &Client,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let upstream = self
             .upstream
@@ -151,7 +151,7 @@ impl Proxy {
         }
         let headers = req.headers_mut();
         forwarding::strip_request(headers, self.forward_credentials);
-        forwarding::set_identity(headers, allowed, request_id, client_ip);
+        forwarding::set_identity(headers, allowed, request_id, client);
         // Traced, the upstream sees this span as its `traceparent`; untraced,
         // a caller's trace headers pass on as any other header does.
         let stage = crate::otel::stage(crate::otel::StageName::Upstream);

@@ -18,7 +18,6 @@
 //! (RFC 8441, checked in [`super::websocket_h2`]) is relayed by the same code
 //! once its stream is upgraded; only the answer differs (200, not 101).
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,6 +52,7 @@ use crate::decision::Allowed;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
+use crate::request::client_addr::Client;
 use crate::request::REQUEST_ID_NAME;
 use crate::tls::stream::MaybeTls;
 
@@ -286,7 +286,7 @@ impl Relay {
         path_and_query: &str,
         allowed: &Allowed,
         request_id: &HeaderValue,
-        client_ip: IpAddr,
+        client: &Client,
     ) -> Result<Result<(WebSocketStream<MaybeTls>, Option<HeaderValue>), Refusal>, ApiError> {
         let target = self
             .target
@@ -303,7 +303,7 @@ impl Relay {
         for n in HANDSHAKE_ONLY {
             headers.remove(*n);
         }
-        forwarding::set_identity(&mut headers, allowed, request_id, client_ip);
+        forwarding::set_identity(&mut headers, allowed, request_id, client);
         for (name, value) in &headers {
             req.headers_mut().append(name.clone(), value.clone());
         }
@@ -340,17 +340,11 @@ impl Relay {
         path_and_query: &str,
         allowed: &Allowed,
         request_id: &HeaderValue,
-        client_ip: IpAddr,
+        client: &Client,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let session = self.register(allowed, seen, req.headers())?;
         let (upstream, protocol) = match self
-            .open_upstream(
-                req.headers(),
-                path_and_query,
-                allowed,
-                request_id,
-                client_ip,
-            )
+            .open_upstream(req.headers(), path_and_query, allowed, request_id, client)
             .await?
         {
             Ok(opened) => opened,

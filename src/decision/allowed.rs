@@ -47,6 +47,11 @@ impl Allowed {
         &self.caller
     }
 
+    /// The caller, for a local endpoint (which is answered, not forwarded).
+    pub fn into_caller(self) -> Caller {
+        self.caller
+    }
+
     pub fn credential(&self) -> &'static str {
         self.credential
     }
@@ -76,18 +81,26 @@ pub enum Decision {
     Deny(Arc<Outcome>),
 }
 
-/// Decide a route's action on its resource for `caller` (see [`decide_action`]).
+/// A route Cedar did not allow: who asked (for the deny log) and the outcome.
+pub struct Denied {
+    pub caller: Caller,
+    pub outcome: Arc<Outcome>,
+}
+
+/// Decide a route's action on its resource for `caller` (see
+/// [`decide_action`]). The caller moves into the proof, or comes back with
+/// the deny: a request's caller is never copied on the way.
 pub fn decide_route(
     snapshot: &PolicySnapshot,
-    caller: &Caller,
+    caller: Caller,
     route: &Route,
     resource_id: &str,
     resource_org: &str,
     facts: &RequestFacts<'_>,
-) -> Decision {
+) -> Result<Allowed, Denied> {
     let outcome = decide_action(
         snapshot,
-        caller,
+        &caller,
         &route.action,
         &route.resource_type,
         resource_id,
@@ -95,14 +108,14 @@ pub fn decide_route(
         facts,
     );
     if outcome.allowed {
-        Decision::Allow(Allowed {
-            caller: caller.clone(),
+        Ok(Allowed {
             credential: caller.kind.as_str(),
+            caller,
             outcome: Some(outcome),
             playback: None,
         })
     } else {
-        Decision::Deny(outcome)
+        Err(Denied { caller, outcome })
     }
 }
 

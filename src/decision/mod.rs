@@ -300,27 +300,23 @@ impl Decider {
             tag_filter: path::query_has_tag_filter(q.query),
         };
         let stage = otel::stage(StageName::Decision);
-        let decision = allowed::decide_route(&snapshot, &caller, &route, resource_id, &org, &facts);
+        let decision = allowed::decide_route(&snapshot, caller, &route, resource_id, &org, &facts);
         stage.set_str("rolegate.action", &route.action);
         stage.set_str("http.route", &route.template);
         stage.set(
             "rolegate.decision",
-            if matches!(decision, Decision::Allow(_)) {
-                "allow"
-            } else {
-                "deny"
-            },
+            if decision.is_ok() { "allow" } else { "deny" },
         );
         drop(stage);
         self.metrics
             .observe(Stage::Decision, decided.elapsed().as_secs_f64());
         let allowed = match decision {
-            Decision::Allow(allowed) => {
+            Ok(allowed) => {
                 if let Some(e) = explanation.as_deref_mut() {
                     e.policies = allowed.policies().to_vec();
                 }
                 self.shadow_compare(
-                    &caller,
+                    allowed.caller(),
                     &route,
                     resource_id,
                     &org,
@@ -331,7 +327,7 @@ impl Decider {
                 );
                 allowed
             }
-            Decision::Deny(outcome) => {
+            Err(allowed::Denied { caller, outcome }) => {
                 if let Some(e) = explanation {
                     e.policies = outcome.policies.clone();
                 }
@@ -364,7 +360,7 @@ impl Decider {
         match route.handler {
             Handler::Upstream => Ok(Verdict::Forward(allowed)),
             Handler::Local(endpoint) => Ok(Verdict::Local(Local {
-                caller,
+                caller: allowed.into_caller(),
                 endpoint,
                 params: params(),
                 route,

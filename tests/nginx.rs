@@ -244,13 +244,7 @@ async fn nginx_with_the_shipped_example_asks_rolegate_before_forwarding() {
     let seen = echo.last().unwrap();
     assert_eq!(seen.method, "GET");
     assert_eq!(seen.target, "/stream?quantity=3");
-    let header = |name: &str| -> Vec<String> {
-        seen.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect()
-    };
+    let header = |name: &str| seen.header(name);
     assert_eq!(header("x-rolegate-user-id"), [u.id.as_str()]);
     assert_eq!(header("x-rolegate-org-id"), [org.org.id.as_str()]);
     assert_eq!(header("x-rolegate-role"), ["nanoReadOnly"]);

@@ -44,6 +44,17 @@ pub struct Seen {
     pub body: Bytes,
 }
 
+impl Seen {
+    /// Every value of the header field `name`, in order, as text.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
 /// A real HTTP upstream on loopback that answers 200 with a small JSON body
 /// and records every request.
 #[derive(Clone)]

@@ -26,7 +26,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::authn::credential;
-use crate::authn::interner::Membership;
 use crate::authn::principal::Caller;
 use crate::authz::decide::decide_action;
 use crate::authz::entities::RequestFacts;
@@ -270,20 +269,12 @@ fn entity_type_known(snapshot: &PolicySnapshot, kind: &str) -> bool {
 
 /// The subject as a principal, at their current role and organisation.
 async fn user_caller(state: &AppState, id: &str) -> Result<Option<Caller>, ApiError> {
-    let found = if id.contains('@') {
-        state.store.user_by_email(id).await?.map(|u| {
-            let membership = Membership::new(Arc::from(u.org_id), Some(Arc::from(u.role)));
-            (Arc::from(u.id), Arc::new(membership))
-        })
-    } else {
-        state
-            .cache
-            .user(id)
-            .await?
-            .value
-            .map(|u| (u.id.clone(), u.membership.clone()))
-    };
-    Ok(found.map(|(user_id, membership)| Caller::user(user_id, membership)))
+    if id.contains('@') {
+        let found = state.store.user_by_email(id).await?;
+        return Ok(found.map(|u| Caller::user_in(&u.id, &u.org_id, &u.role)));
+    }
+    let found = state.cache.user(id).await?.value;
+    Ok(found.map(|u| Caller::user(u.id.clone(), u.membership.clone())))
 }
 
 /// "May user U perform action A on resource R?": Cedar on the live snapshot.
